@@ -144,7 +144,8 @@ class D2LLMModel(D2LLMPreTrainedModel):
 
     def __init__(self, config: D2LLMConfig) -> None:
         super().__init__(config)
-        self.backbone = self._build_backbone(config.backbone_config)
+        self.backbone = apply_bidirectional_layers(self._build_backbone(config.backbone_config),
+                                                   config.bidirectional_layers)
         self.pma = PMA(config.hidden_size, config.pma_num_heads, config.pma_num_seeds, config.pma_layer_norm)
         self.iem = IEM(config.embedding_size, config.iem_hidden_size, config.task_names, config.iem_dropout)
         self._tokenizer = None
@@ -185,7 +186,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
         config = D2LLMConfig(backbone_config=backbone.config.to_dict(), **config_overrides)
         with torch.device("meta"):
             model = cls(config)
-        model.backbone = backbone
+        model.backbone = apply_bidirectional_layers(backbone, config.bidirectional_layers)
         device = next(backbone.parameters()).device
         for head in (model.pma, model.iem):
             head.to_empty(device=device)
@@ -533,6 +534,53 @@ def _as_tensor(values: Any) -> torch.Tensor:
     return values if isinstance(values, torch.Tensor) else torch.as_tensor(values)
 
 
+# ---------------------------------------------------------------------- BeLLM backward dependency
+def apply_bidirectional_layers(backbone: nn.Module, num_layers: int) -> nn.Module:
+    """BeLLM: the last ``num_layers`` self-attention layers of a decoder backbone attend in both directions.
+
+    The backbone's code is untouched: each chosen attention module (by ``layer_idx``) gets ``is_causal = False``
+    (read by sdpa and flash-attention when no mask is materialised) and a forward pre-hook that widens the 4D mask
+    it receives to ``M_bi[b, :, i, j] = max_i' M[b, :, i', j]``: a key is visible to every query iff some query
+    sees it. Under causal, sliding-window and padding masks that keeps exactly the real tokens, for either padding
+    side. Flash-attention's 2D padding masks pass unchanged. Hooks travel with the modules, so peft LoRA, gradient
+    checkpointing and ``save_pretrained`` (the count is in the config) keep them. Idempotent; 0 is a no-op.
+    Encoder backbones (no causal attention module) refuse ``num_layers > 0``: they are bidirectional already.
+    """
+    if num_layers == 0:
+        return backbone
+    attentions = [module for module in backbone.modules()
+                  if isinstance(getattr(module, "layer_idx", None), int) and hasattr(module, "is_causal")]
+    if not any(module.is_causal or hasattr(module, "_d2llm_bidirectional") for module in attentions):
+        raise ValueError(f"bidirectional_layers={num_layers} needs a decoder backbone with causal self-attention; "
+                         f"{type(backbone).__name__} has none (an encoder is bidirectional already: use 0)")
+    total = backbone.config.num_hidden_layers
+    chosen = [module for module in attentions if module.layer_idx >= total - num_layers]
+    if len(chosen) != num_layers:
+        raise ValueError(f"found {len(chosen)} self-attention modules among the last {num_layers} of {total} layers "
+                         f"of {type(backbone).__name__}; expected one per layer")
+    for module in chosen:
+        if not hasattr(module, "_d2llm_bidirectional"):
+            module.is_causal = False
+            module.register_forward_pre_hook(_bidirectional_mask_hook, with_kwargs=True)
+            module._d2llm_bidirectional = True
+    return backbone
+
+
+def _bidirectional_mask_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Forward pre-hook of a bidirectional attention module: replace its causal 4D mask by the padding mask."""
+    if "attention_mask" not in kwargs and len(args) > 2:
+        raise TypeError(f"{type(module).__name__} got its attention mask by position; bidirectional_layers needs it "
+                        "by keyword")
+    mask = kwargs.get("attention_mask")
+    if mask is None or (isinstance(mask, torch.Tensor) and mask.dim() == 2):
+        return args, kwargs  # no materialised causal pattern: `is_causal = False` suffices
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
+        raise NotImplementedError(f"bidirectional_layers supports eager, sdpa and flash attention masks, "
+                                  f"not {type(mask).__name__}")
+    visible = mask.any(dim=-2, keepdim=True) if mask.dtype == torch.bool else mask.amax(dim=-2, keepdim=True)
+    return args, {**kwargs, "attention_mask": visible.expand_as(mask)}
+
+
 def default_attn_implementation() -> str:
     """flash-attention 2 where it is installed and a GPU is present, else PyTorch's sdpa."""
     from transformers.utils import is_flash_attn_2_available
@@ -554,4 +602,4 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None, trust_remote
 D2LLMConfig.register_for_auto_class()
 D2LLMModel.register_for_auto_class("AutoModel")
 
-__all__ = ["D2LLMModel", "D2LLMPreTrainedModel", "D2LLMOutput", "PMA", "IEM"]
+__all__ = ["D2LLMModel", "D2LLMPreTrainedModel", "D2LLMOutput", "PMA", "IEM", "apply_bidirectional_layers"]
