@@ -117,6 +117,25 @@ class IEM(nn.Module):
         features = F.relu(branch(self.dropout(F.relu(pre_activation))))
         return self.output(self.dropout(features)).squeeze(-1), features
 
+    def similarity(
+        self, query_projections: torch.Tensor, passage_projections: torch.Tensor, task: str,
+        chunk_size: int | None = None,
+    ) -> torch.Tensor:
+        """All-pairs logits ``[Nq, Np]`` from ``project_query`` ``[Nq, h]`` and ``project_passage`` ``[Np, h]``.
+
+        Passages go in chunks of ``chunk_size`` (default: about 2**22 hidden activations per chunk), so memory
+        stays bounded; per pair the cost is one add, the ``h x h`` branch and the output layer.
+        """
+        self.task_branch(task)
+        passages = passage_projections.to(query_projections.dtype)
+        if chunk_size is None:
+            chunk_size = max(1, (1 << 22) // max(1, query_projections.numel()))
+        scores = [
+            self.head(query_projections[:, None, :] + passages[None, start : start + chunk_size, :], task)[0]
+            for start in range(0, passages.shape[0], chunk_size)
+        ]
+        return torch.cat(scores, dim=1) if scores else query_projections.new_zeros(query_projections.shape[0], 0)
+
     def forward(
         self, query_embeddings: torch.Tensor, passage_embeddings: torch.Tensor, task: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,8 +227,9 @@ class D2LLMModel(D2LLMPreTrainedModel):
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
             model._tokenizer_path = path
             return model
-        from peft import PeftModel
         from safetensors.torch import load_file
+
+        PeftModel = _peft().PeftModel
 
         config = D2LLMConfig.from_pretrained(path)
         overrides = {k: v for k, v in config.to_dict().items() if k in _HEAD_SETTINGS}
@@ -252,13 +272,12 @@ class D2LLMModel(D2LLMPreTrainedModel):
         **lora_kwargs: Any,
     ) -> "D2LLMModel":
         """Wrap the backbone with a peft LoRA adapter; the backbone's own weights are frozen, PMA/IEM train."""
-        from peft import LoraConfig, get_peft_model
-
+        peft = _peft()
         if self.has_lora:
             raise ValueError("the backbone already carries a LoRA adapter")
-        lora = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
+        lora = peft.LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
                           **lora_kwargs)
-        self.backbone = get_peft_model(self.backbone, lora)
+        self.backbone = peft.get_peft_model(self.backbone, lora)
         return self
 
     @property
@@ -276,8 +295,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
         """
         if not self.has_lora:
             return self.state_dict()
-        from peft.tuners.lora import LoraLayer
-
+        LoraLayer = _peft().tuners.lora.LoraLayer
         adapter = self.backbone.active_adapter
         merged: dict[str, torch.Tensor] = {}
         for name, module in self.backbone.get_base_model().named_modules():
@@ -406,24 +424,13 @@ class D2LLMModel(D2LLMPreTrainedModel):
         if query_embeddings.dim() != 2:
             raise ValueError(f"query embeddings must be [Nq, D], got {tuple(query_embeddings.shape)}")
         device = self.iem.first.weight.device
-        self.iem.task_branch(task)
         queries = self.iem.project_query(query_embeddings.to(device))
         if passage_projections is None:
             passage_embeddings = _as_tensor(passage_embeddings)
             if passage_embeddings.dim() != 2:
                 raise ValueError(f"passage embeddings must be [Np, D], got {tuple(passage_embeddings.shape)}")
             passage_projections = self.iem.project_passage(passage_embeddings.to(device))
-        passages = passage_projections.to(device=device, dtype=queries.dtype)
-        hidden = queries.shape[-1]
-        if chunk_size is None:
-            chunk_size = max(1, (1 << 22) // max(1, queries.shape[0] * hidden))
-        scores = [
-            self.iem.head(queries[:, None, :] + passages[None, start : start + chunk_size, :], task)[0]
-            for start in range(0, passages.shape[0], chunk_size)
-        ]
-        if not scores:
-            return queries.new_zeros(queries.shape[0], 0)
-        return torch.cat(scores, dim=1)
+        return self.iem.similarity(queries, passage_projections.to(device), task, chunk_size=chunk_size)
 
     def project_passages(self, passage_embeddings: torch.Tensor) -> torch.Tensor:
         """``W1p y_p`` for a corpus, to cache next to its embeddings (``similarity(passage_projections=...)``)."""
@@ -528,6 +535,16 @@ def _accepts(function_owner: Any, argument: str, method: str = "forward") -> boo
     import inspect
 
     return argument in inspect.signature(getattr(function_owner, method)).parameters
+
+
+def _peft():
+    """peft, imported on first LoRA use (inside ``try`` so that loading a merged checkpoint never needs it)."""
+    try:
+        import peft
+        import peft.tuners.lora
+    except ImportError as error:
+        raise ImportError("LoRA needs peft: pip install 'peft>=0.17'") from error
+    return peft
 
 
 def _as_tensor(values: Any) -> torch.Tensor:
