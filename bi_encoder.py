@@ -1,0 +1,204 @@
+"""The BeLLM-style baseline: an LLM backbone, mean or last-token pooling, an optional prompt, cosine similarity.
+
+``BiEncoder`` embeds texts separately (no PMA, no IEM) and compares them by cosine; ``bi_encoder_loss`` trains it
+with in-batch InfoNCE plus AnglE's angle (and optionally cosine) objectives, as BeLLM does. A saved ``BiEncoder``
+folder is a plain transformers backbone + tokenizer (+ ``bi_encoder.json``), so ``D2LLMModel.from_backbone`` also
+starts from it. ``bidirectional_layers`` is the BeLLM backward dependency (see ``apply_bidirectional_layers``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+
+from bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
+from modeling_d2llm import apply_bidirectional_layers, default_attn_implementation, load_tokenizer
+
+SETTINGS_FILE = "bi_encoder.json"
+BELLM_PROMPT = 'The representative word for sentence {text} is:"'
+POOLINGS = ("mean", "last")
+
+
+@dataclass
+class BiEncoderSettings:
+    """``pooling``: ``mean`` over real tokens or the ``last`` real token; ``prompt_template``: text with a
+    ``{text}`` slot wrapped around every input (BeLLM: ``BELLM_PROMPT``); ``bidirectional_layers``: BeLLM's k."""
+
+    pooling: str = "mean"
+    prompt_template: str | None = None
+    max_seq_length: int = 512
+    bidirectional_layers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.prompt_template is not None and "{text}" not in self.prompt_template:
+            raise ValueError(f"prompt_template needs a {{text}} slot, got {self.prompt_template!r}")
+
+
+def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``sum_t m_t h_t / sum_t m_t``: ``[N, T, d], [N, T] -> [N, d]``."""
+    mask = attention_mask.to(states.dtype).unsqueeze(-1)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def last_token_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The state of each row's last real token (left or right padding): ``[N, T, d], [N, T] -> [N, d]``."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (attention_mask.bool() * positions).argmax(dim=1)
+    return states[torch.arange(states.shape[0], device=states.device), last]
+
+
+class BiEncoder(nn.Module):
+    """Backbone + pooling; ``embed`` keeps gradients, ``encode`` does not and L2-normalises."""
+
+    def __init__(self, backbone: PreTrainedModel, tokenizer, settings: BiEncoderSettings | None = None) -> None:
+        super().__init__()
+        self.settings = settings or BiEncoderSettings()
+        self.backbone = apply_bidirectional_layers(backbone, self.settings.bidirectional_layers)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, *, gguf_file: str | None = None, dtype: torch.dtype | None = None,
+                        attn_implementation: str | None = None, **settings: Any) -> "BiEncoder":
+        """Load a backbone folder (a saved ``BiEncoder``, an LLM-QL output, any causal LM) or a ``.gguf`` file.
+
+        ``settings`` override those saved in ``bi_encoder.json`` (``pooling``, ``prompt_template``, ...).
+        """
+        if gguf_file is None and str(name_or_path).endswith(".gguf"):
+            name_or_path, gguf_file = os.path.split(os.path.abspath(name_or_path))
+        saved = os.path.join(name_or_path, SETTINGS_FILE)
+        values = {}
+        if os.path.isfile(saved):
+            with open(saved, encoding="utf-8") as handle:
+                values = json.load(handle)
+        values.update(settings)
+        kwargs: dict[str, Any] = {"attn_implementation": attn_implementation or default_attn_implementation()}
+        if gguf_file is not None:
+            kwargs["gguf_file"] = gguf_file
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        backbone = AutoModel.from_pretrained(name_or_path, **kwargs)
+        return cls(backbone, load_tokenizer(name_or_path, gguf_file=gguf_file), BiEncoderSettings(**values))
+
+    def save_pretrained(self, save_directory: str) -> None:
+        """Write the backbone (LoRA merged in), the tokenizer and ``bi_encoder.json``."""
+        os.makedirs(save_directory, exist_ok=True)
+        backbone = copy.deepcopy(self.backbone).merge_and_unload() if self.has_lora else self.backbone
+        backbone.save_pretrained(save_directory)
+        self.tokenizer.save_pretrained(save_directory)
+        with open(os.path.join(save_directory, SETTINGS_FILE), "w", encoding="utf-8") as handle:
+            json.dump(asdict(self.settings), handle, indent=2)
+
+    # ------------------------------------------------------------------ training options
+    def enable_lora(self, r: int = 16, lora_alpha: int = 32, lora_dropout: float = 0.05,
+                    target_modules: str | list[str] = "all-linear") -> "BiEncoder":
+        """Wrap the backbone in a peft LoRA adapter (its own weights frozen)."""
+        from peft import LoraConfig, get_peft_model
+
+        self.backbone = get_peft_model(self.backbone, LoraConfig(r=r, lora_alpha=lora_alpha,
+                                                                 lora_dropout=lora_dropout,
+                                                                 target_modules=target_modules))
+        return self
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.backbone, "peft_config")
+
+    def gradient_checkpointing_enable(self) -> None:
+        base = self.backbone.get_base_model() if self.has_lora else self.backbone
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # ------------------------------------------------------------------ embedding
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled ``[N, d]`` states of ``[N, T]`` tokens; positions count real tokens, so padding side is free."""
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        states = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                               use_cache=False).last_hidden_state
+        pool = mean_pool if self.settings.pooling == "mean" else last_token_pool
+        return pool(states, attention_mask)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        template = self.settings.prompt_template
+        texts = [template.replace("{text}", text) if template else text for text in texts]
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.settings.max_seq_length,
+                              return_tensors="pt")
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """``[N, d]`` pooled embeddings of texts, with gradients (one padded batch)."""
+        device = next(self.parameters()).device
+        return self(**{key: value.to(device) for key, value in self.tokenize(texts).items()})
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        """L2-normalised float32 ``[N, d]`` embeddings on the CPU, batched by length, in input order."""
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = torch.empty(len(texts), self.backbone.config.hidden_size)
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                out[index] = F.normalize(self.embed([texts[i] for i in index]).float(), dim=-1).cpu()
+        finally:
+            self.train(was_training)
+        return out
+
+    @staticmethod
+    def similarity(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Cosine of every row pair: ``[N, d], [M, d] -> [N, M]``."""
+        return F.normalize(first, dim=-1) @ F.normalize(second, dim=-1).T
+
+
+def bi_encoder_loss(model: BiEncoder, batch: dict[str, Any], *, temperature: float = 0.05, ibn_weight: float = 1.0,
+                    angle_weight: float = 1.0, cosine_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """BeLLM/AnglE training loss of one batch; returns ``(loss, {term: value})``.
+
+    ``batch``: ``queries [B]``, ``positives [B]`` and optionally ``negatives [B][K]`` (strings; a scored-batch row
+    of ``schema.SCORED_BATCH_FEATURES`` fits as is).
+    ``L = ibn_weight * info_nce + angle_weight * angle + cosine_weight * cosine``, all at ``temperature``; the angle
+    and cosine objectives rank label-1 pairs ``(q_i, p_i)`` above label-0 pairs ``(q_i, n_ik)``, or, without hard
+    negatives, above ``(q_i, p_{i+1 mod B})``.
+    """
+    queries, positives = list(batch["queries"]), list(batch["positives"])
+    negatives = [list(row) for row in batch.get("negatives") or []]
+    size, k = len(queries), len(negatives[0]) if negatives else 0
+    if len(positives) != size or (negatives and {len(row) for row in negatives} != {k}):
+        raise ValueError("a batch needs one positive per query and the same number of negatives for every query")
+    embeddings = model.embed(queries + positives + [text for row in negatives for text in row])
+    q, p, n = embeddings[:size], embeddings[size : 2 * size], embeddings[2 * size :]
+    # ranked pairs: (q_i, p_i) with label 1, then (q_i, n_ik) or (q_i, p_{i+1}) with label 0
+    first = torch.cat([q, q.repeat_interleave(k, dim=0) if k else q])
+    second = torch.cat([p, n if k else p.roll(-1, dims=0)])
+    labels = torch.cat([torch.ones(size), torch.zeros(first.shape[0] - size)]).to(q.device)
+    terms = {
+        "info_nce": (ibn_weight, lambda: info_nce_loss(q, p, n.view(size, k, -1) if k else None, temperature)),
+        "angle": (angle_weight, lambda: angle_loss(first, second, labels, temperature)),
+        "cosine": (cosine_weight, lambda: cosine_loss(first, second, labels, temperature)),
+    }
+    parts = {name: term() for name, (weight, term) in terms.items() if weight}
+    if not parts:
+        raise ValueError("all loss weights are 0")
+    loss = sum(terms[name][0] * value for name, value in parts.items())
+    return loss, {name: float(value.detach()) for name, value in parts.items()}
+
+
+def train_step(model: BiEncoder, optimizer: torch.optim.Optimizer, batch: dict[str, Any], **loss_kwargs: Any
+               ) -> dict[str, float]:
+    """One optimiser step on ``bi_encoder_loss``; ``angle_weight=0`` gives the plain cosine + InfoNCE step."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss, parts = bi_encoder_loss(model, batch, **loss_kwargs)
+    loss.backward()
+    optimizer.step()
+    return {"loss": float(loss.detach()), **parts}
