@@ -20,7 +20,8 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
 from bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
-from modeling_d2llm import apply_bidirectional_layers, default_attn_implementation, load_tokenizer
+from backbones import load_backbone
+from modeling_d2llm import apply_bidirectional_layers
 
 SETTINGS_FILE = "bi_encoder.json"
 BELLM_PROMPT = 'The representative word for sentence {text} is:"'
@@ -75,21 +76,15 @@ class BiEncoder(nn.Module):
 
         ``settings`` override those saved in ``bi_encoder.json`` (``pooling``, ``prompt_template``, ...).
         """
-        if gguf_file is None and str(name_or_path).endswith(".gguf"):
-            name_or_path, gguf_file = os.path.split(os.path.abspath(name_or_path))
         saved = os.path.join(name_or_path, SETTINGS_FILE)
         values = {}
         if os.path.isfile(saved):
             with open(saved, encoding="utf-8") as handle:
                 values = json.load(handle)
         values.update(settings)
-        kwargs: dict[str, Any] = {"attn_implementation": attn_implementation or default_attn_implementation()}
-        if gguf_file is not None:
-            kwargs["gguf_file"] = gguf_file
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        backbone = AutoModel.from_pretrained(name_or_path, **kwargs)
-        return cls(backbone, load_tokenizer(name_or_path, gguf_file=gguf_file), BiEncoderSettings(**values))
+        backbone, tokenizer = load_backbone(AutoModel, name_or_path, gguf_file=gguf_file, dtype=dtype,
+                                            attn_implementation=attn_implementation)
+        return cls(backbone, tokenizer, BiEncoderSettings(**values))
 
     def save_pretrained(self, save_directory: str) -> None:
         """Write the backbone (LoRA merged in), the tokenizer and ``bi_encoder.json``."""
