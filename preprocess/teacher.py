@@ -1,0 +1,242 @@
+"""The teacher: a causal LM read as a yes/no cross-encoder (SPEC section 1).
+
+``YesNoTeacher.score`` returns the next-token logits ``[l_yes, l_no]`` after the prompt
+``query -> passage -> task instruction``; with ``return_features`` also the last layer's hidden state at
+the final prompt token. Pairs are sorted by length and batched with dynamic left padding (explicit position
+ids, so a pair scores the same whatever it is batched with, up to float rounding), and the language-model
+head runs at the last position only (``logits_to_keep=1``).
+
+Command line (a quick look at a teacher on a few pairs of a JSONL file)::
+
+    python -m preprocess.teacher --model PATH_OR_GGUF [--adapter DIR] --pairs FILE.jsonl --task symmetric
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from modeling_d2llm import default_attn_implementation, load_tokenizer
+from preprocess.prompts import TaskPrompt, load_prompts, task_prompt
+
+PROMPTS_FILE = "teacher_prompts.json"
+"""Saved next to a LoRA adapter by ``adapt_teacher``: the prompts it was trained with."""
+
+
+class YesNoTeacher:
+    """A causal LM and its tokenizer, scoring (query, passage) pairs with a per-language, per-task prompt.
+
+    ``max_query_tokens`` / ``max_passage_tokens`` truncate each text separately, so the instruction at the end
+    of the prompt is never cut.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        language: str = "en",
+        prompts: dict[str, dict[str, TaskPrompt]] | None = None,
+        max_query_tokens: int = 128,
+        max_passage_tokens: int = 384,
+    ) -> None:
+        if not tokenizer.is_fast:
+            raise ValueError("YesNoTeacher needs a fast tokenizer (it truncates texts by token offsets)")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set one (load_tokenizer uses EOS)")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.language = language
+        self.prompts = prompts if prompts is not None else load_prompts()
+        self.max_query_tokens = max_query_tokens
+        self.max_passage_tokens = max_passage_tokens
+        self._special_prefix = _special_prefix(tokenizer)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        gguf_file: str | None = None,
+        adapter: str | None = None,
+        language: str = "en",
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        prompts: dict[str, dict[str, TaskPrompt]] | None = None,
+        merge_adapter: bool = True,
+        **kwargs,
+    ) -> "YesNoTeacher":
+        """A hub id, a folder or a ``.gguf`` path, optionally with a peft LoRA folder from ``adapt_teacher``.
+
+        ``dtype`` defaults to bfloat16 on a GPU and float32 on a CPU; the adapter is merged for speed unless
+        ``merge_adapter=False`` (to train it further). The adapter's saved prompts are used unless ``prompts``
+        is given. ``kwargs`` go to the constructor (``max_query_tokens``, ``max_passage_tokens``).
+        """
+        if gguf_file is None and str(name_or_path).endswith(".gguf"):
+            name_or_path, gguf_file = os.path.split(os.path.abspath(name_or_path))
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        load_kwargs = {"dtype": dtype, "attn_implementation": default_attn_implementation()}
+        if gguf_file:
+            load_kwargs["gguf_file"] = gguf_file
+        tokenizer = load_tokenizer(name_or_path, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **load_kwargs).to(device)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=not merge_adapter)
+            if merge_adapter:
+                model = model.merge_and_unload()
+            saved_prompts = Path(adapter) / PROMPTS_FILE
+            if prompts is None and saved_prompts.exists():
+                prompts = load_prompts(saved_prompts)
+        model.eval()
+        return cls(model, tokenizer, language=language, prompts=prompts, **kwargs)
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def answer_ids(self, task: str, language: str | None = None) -> tuple[int, int]:
+        """Token ids of the first token of the yes and the no word of ``(language, task)``."""
+        prompt = task_prompt(self.prompts, language or self.language, task)
+        yes, no = (self.tokenizer.encode(word, add_special_tokens=False) for word in (prompt.yes, prompt.no))
+        if not yes or not no or yes[0] == no[0]:
+            raise ValueError(f"answer words {prompt.yes!r} / {prompt.no!r} need different first tokens, got "
+                             f"{yes} / {no}; choose other words in the prompts file")
+        return yes[0], no[0]
+
+    def encode_pairs(
+        self, queries: Sequence[str], passages: Sequence[str], task: str, language: str | None = None
+    ) -> list[list[int]]:
+        """Token ids of each prompt: special prefix (BOS, if the tokenizer adds one) + the filled template."""
+        if len(queries) != len(passages):
+            raise ValueError(f"{len(queries)} queries but {len(passages)} passages")
+        prompt = task_prompt(self.prompts, language or self.language, task)
+        short_queries = self._truncate(queries, self.max_query_tokens)
+        short_passages = self._truncate(passages, self.max_passage_tokens)
+        texts = [prompt.format(short_queries[q], short_passages[p]) for q, p in zip(queries, passages)]
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [self._special_prefix + ids for ids in encoded]
+
+    def _truncate(self, texts: Sequence[str], max_tokens: int) -> dict[str, str]:
+        """Each distinct text cut after its ``max_tokens``-th token (exactly, by character offsets)."""
+        unique = list(dict.fromkeys(texts))
+        offsets = self.tokenizer(unique, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return {text: text if len(spans) <= max_tokens else text[: spans[max_tokens - 1][1]]
+                for text, spans in zip(unique, offsets)}
+
+    def collate(self, sequences: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` (counting real tokens only)."""
+        width = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        device = self.device
+        return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
+                "position_ids": position_ids.to(device)}
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self, batch: dict[str, torch.Tensor], answer_ids: torch.Tensor, return_features: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Differentiable ``[b, 2]`` answer logits (``answer_ids`` ``[b, 2]`` or ``[2]``) and final-token states."""
+        output = self.model(**batch, logits_to_keep=1, output_hidden_states=return_features, use_cache=False)
+        last = output.logits[:, -1, :]
+        answer_ids = answer_ids.to(last.device)
+        if answer_ids.dim() == 1:
+            logits = last[:, answer_ids]
+        else:
+            logits = last.gather(1, answer_ids)
+        features = output.hidden_states[-1][:, -1, :] if return_features else None
+        return logits, features
+
+    @torch.inference_mode()
+    def score(
+        self,
+        queries: Sequence[str],
+        passages: Sequence[str],
+        task: str,
+        *,
+        language: str | None = None,
+        batch_size: int = 16,
+        return_features: bool = False,
+        show_progress: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``[N, 2]`` float32 ``[l_yes, l_no]`` logits in input order (and ``[N, hidden]`` final-token states)."""
+        sequences = self.encode_pairs(queries, passages, task, language)
+        answer_ids = torch.tensor(self.answer_ids(task, language))
+        logits = torch.empty(len(sequences), 2)
+        features = torch.empty(len(sequences), self.model.config.get_text_config().hidden_size) if return_features else None
+        for indices in tqdm(length_sorted_batches(sequences, batch_size), desc="teacher", unit="batch",
+                            disable=not show_progress):
+            batch_logits, batch_features = self.forward(
+                self.collate([sequences[i] for i in indices]), answer_ids, return_features)
+            logits[indices] = batch_logits.float().cpu()
+            if return_features:
+                features[indices] = batch_features.float().cpu()
+        return (logits, features) if return_features else logits
+
+    def probability(
+        self, queries: Sequence[str], passages: Sequence[str], task: str, *, temperature: float = 1.0, **kwargs
+    ) -> torch.Tensor:
+        """``p(yes) = softmax([l_yes, l_no] / temperature)[0]`` per pair; ``kwargs`` as in ``score``."""
+        return yes_probability(self.score(queries, passages, task, **kwargs), temperature)
+
+
+def yes_probability(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The two-way softmax of ``[..., 2]`` yes/no logits, probability of yes."""
+    return torch.softmax(logits.float() / temperature, dim=-1)[..., 0]
+
+
+def length_sorted_batches(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Index batches of similar lengths, longest first (a memory error shows up at once, not at the end)."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def _special_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens the tokenizer puts before a text (BOS); those it appends would end the prompt."""
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    full = tokenizer.encode("a")
+    for start in range(len(full) - len(plain) + 1):
+        if full[start:start + len(plain)] == plain:
+            return full[:start]
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="hub id, folder or .gguf file of a causal LM")
+    parser.add_argument("--adapter", help="LoRA folder written by preprocess.adapt_teacher")
+    parser.add_argument("--pairs", required=True, help="JSONL with sentence1, sentence2 (and score/label)")
+    parser.add_argument("--task", default="symmetric", choices=("symmetric", "asymmetric"))
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    with open(args.pairs, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line, _ in zip(handle, range(args.limit))]
+    teacher = YesNoTeacher.from_pretrained(args.model, adapter=args.adapter, language=args.language)
+    probabilities = teacher.probability([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], args.task,
+                                        batch_size=args.batch_size)
+    for row, probability in zip(rows, probabilities.tolist()):
+        gold = row.get("score", row.get("label", ""))
+        print(f"p(yes)={probability:.3f} gold={gold} | {row['sentence1'][:60]} | {row['sentence2'][:60]}")
+
+
+if __name__ == "__main__":
+    main()
