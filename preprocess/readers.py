@@ -61,6 +61,7 @@ class ReadReport:
     source: str
     rows: int = 0
     examples: int = 0
+    not_positive: int = 0
     skipped: Counter = field(default_factory=Counter)
     examples_of_skips: dict[str, list[str]] = field(default_factory=dict)
 
@@ -71,7 +72,8 @@ class ReadReport:
             self.examples_of_skips[reason].append(location)
 
     def summary(self) -> str:
-        lines = [f"{self.source}: {self.rows} rows read, {self.examples} kept"]
+        lines = [f"{self.source}: {self.rows} rows read, {self.examples} kept"
+                 + (f", {self.not_positive} pairs not positive (corpus only)" if self.not_positive else "")]
         for reason, count in sorted(self.skipped.items()):
             lines.append(f"  skipped {count} ({reason}), e.g. {', '.join(self.examples_of_skips[reason])}")
         return "\n".join(lines)
@@ -233,6 +235,8 @@ def read_examples(
                         or (layout == "labelled" and _is_positive_label(value, positive_labels)))
             if positive:
                 rows.append((first, second, row, location))
+            else:
+                report.not_positive += 1
         corpus = list(corpus)
         task = task or "symmetric"
     if language == "auto":

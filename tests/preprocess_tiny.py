@@ -13,8 +13,8 @@ from tiny import tiny_llama, tiny_tokenizer
 
 TINY_PROMPTS = {
     "en": {
-        "symmetric": TaskPrompt("{query} the {passage} is it good answer", "yes", "no"),
-        "asymmetric": TaskPrompt("query {query} passage {passage} is it answer", "yes", "no"),
+        "symmetric": TaskPrompt("{query} the {passage} is a good answer", "yes", "no"),
+        "asymmetric": TaskPrompt("query {query} passage {passage} is the answer", "yes", "no"),
     },
 }
 

@@ -1,0 +1,79 @@
+"""Teacher adaptation: LoRA on the yes/no logits makes a tiny teacher right, with balanced classes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+from preprocess_tiny import tiny_mined, tiny_teacher
+
+from preprocess.adapt_teacher import AdaptConfig, adapt, add_lora, class_weights, pairs_from_mined, save_adapter
+from preprocess.readers import PAIR_FEATURES
+from preprocess.teacher import PROMPTS_FILE
+from preprocess.teacher_eval import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
+
+
+ANIMALS, FOOD = ["cat", "dog", "bird", "fish"], ["apple", "banana", "coffee", "tea"]
+
+
+def pet_pairs() -> Dataset:
+    """Yes when the passage names an animal: 16 positives, 16 negatives."""
+    rows = [{"query": f"{word} is a pet", "passage": f"the {thing} sat", "target": float(thing in ANIMALS),
+             "task": "symmetric", "language": "en"}
+            for word in ("what", "who", "how", "which") for thing in ANIMALS + FOOD]
+    return Dataset.from_list(rows, features=PAIR_FEATURES)
+
+
+def accuracy(teacher, pairs: Dataset) -> float:
+    probabilities = teacher.probability(pairs["query"], pairs["passage"], "symmetric")
+    return ((probabilities > 0.5).float() == torch.tensor(pairs["target"])).float().mean().item()
+
+
+def test_adaptation_on_a_tiny_task_raises_the_teachers_accuracy(tmp_path):
+    teacher, pairs = tiny_teacher(seed=1), pet_pairs()
+    before = accuracy(teacher, pairs)
+    add_lora(teacher, AdaptConfig(lora_r=8, lora_alpha=16, lora_dropout=0.0))
+    losses = adapt(teacher, pairs, AdaptConfig(epochs=10, batch_size=8, lr=1e-2, warmup_ratio=0.05, seed=0))
+    after = accuracy(teacher, pairs)
+    assert after >= 0.9 > before + 0.2
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert evaluate_pairs(teacher, pairs)["average_precision"] > 0.9
+
+    save_adapter(teacher, tmp_path / "adapter", {"note": "test"})
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "adapter" / PROMPTS_FILE).exists()
+
+
+def test_untrained_teacher_has_nothing_to_adapt():
+    with pytest.raises(ValueError, match="add_lora"):
+        teacher = tiny_teacher()
+        for parameter in teacher.model.parameters():
+            parameter.requires_grad_(False)
+        adapt(teacher, pet_pairs())
+
+
+def test_class_weights_give_both_classes_equal_total_weight():
+    targets = [1.0, 0.8, 0.0, 0.1, 0.2, 0.0]
+    weights = class_weights(targets)
+    positive = sum(w for w, t in zip(weights, targets) if t >= 0.5)
+    assert positive == pytest.approx(sum(weights) - positive) and sum(weights) == pytest.approx(len(targets))
+
+
+def test_mined_rows_become_one_positive_and_one_negative_pair_each():
+    mined = tiny_mined(4, k=3)
+    pairs = pairs_from_mined(mined, seed=0)
+    assert pairs["target"] == [1.0, 0.0] * 4
+    for row, negative in zip(mined, pairs.select(range(1, 8, 2))):
+        assert negative["passage"] in row["negatives"] and negative["query"] == row["query"]
+    assert pairs_from_mined(mined, seed=0).to_list() == pairs.to_list()
+
+
+def test_reranking_evaluation_ranks_each_querys_positives_among_its_negatives():
+    teacher = tiny_teacher()
+    metrics = evaluate_reranking(teacher, tiny_mined(3, k=3))
+    assert metrics["queries"] == 3 and metrics["pairs"] == 12 and 0 < metrics["ndcg@10"] <= 1
+
+
+def test_metrics_on_known_rankings():
+    assert average_precision([0.9, 0.8, 0.1], [1, 0, 1]) == pytest.approx((1 + 2 / 3) / 2)
+    assert ndcg_at_10([0.9, 0.8, 0.1], [False, True, False]) == pytest.approx(1 / 1.5849625)
