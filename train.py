@@ -1,0 +1,227 @@
+"""Distil a teacher-scored dataset into a D2LLM student.
+
+    python train.py configs/smollm2.yaml [--option value ...]
+    accelerate launch [--config_file configs/accelerate_ddp.yaml] train.py configs/smollm2.yaml
+    python train.py --train_dataset DIR --output_dir OUT [--option value ...]
+
+Options come in three groups (``ModelArguments``, ``DataArguments``, ``D2LLMTrainingArguments``); a YAML or JSON
+file gives any of them, and command-line options after it override the file. The final model is saved merged
+(``AutoModel.from_pretrained(output_dir, trust_remote_code=True)`` loads it without peft), with its tokenizer and
+a model card; ``--save_adapter`` also writes the LoRA adapter checkpoint to ``output_dir/adapter``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import yaml
+from transformers import HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from modeling_d2llm import D2LLMModel
+from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
+
+logger = logging.getLogger("d2llm.train")
+ADAPTER_SUBDIR = "adapter"
+RESUME_LAST = ("last", "latest", "true", "True")
+
+
+@dataclass
+class ModelArguments:
+    """The student: backbone, PMA/IEM heads and LoRA."""
+
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "Backbone (hub id, folder or .gguf file) or a merged D2LLM checkpoint to continue training; "
+                "default: the embedded SmolLM2-135M-Instruct GGUF."})
+    dtype: str | None = field(default=None, metadata={"help": "Weights dtype when loading (float32, bfloat16, ...)."})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "sdpa, eager or flash_attention_2 (default: flash-attention 2 on a GPU where installed, else sdpa)."})
+    pma_num_heads: int = field(default=8, metadata={"help": "PMA attention heads (must divide the hidden size)."})
+    pma_num_seeds: int = field(default=1, metadata={"help": "PMA seed vectors k."})
+    iem_hidden_size: int = field(default=512, metadata={"help": "IEM width h."})
+    iem_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the IEM while training."})
+    task_names: list[str] = field(default_factory=lambda: ["symmetric", "asymmetric"],
+                                  metadata={"help": "One IEM branch per task."})
+    pooling_layer: int = field(default=-1, metadata={"help": "Hidden-state layer PMA reads (-1: the last)."})
+    normalize_embeddings: bool = field(default=False, metadata={"help": "L2-normalise pooled embeddings."})
+    max_seq_length: int = field(default=512, metadata={"help": "Token limit per text."})
+    bidirectional_layers: int = field(default=0, metadata={"help": "BeLLM: last k layers attend bidirectionally."})
+    query_instructions: dict[str, str] | str | None = field(default=None, metadata={
+        "help": "Per-task text prepended to queries: a mapping, or JSON on the command line."})
+    passage_instructions: dict[str, str] | str | None = field(default=None, metadata={
+        "help": "Per-task text prepended to passages: a mapping, or JSON on the command line."})
+    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter instead of the whole backbone."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={
+        "help": "'all-linear' (every linear layer of the backbone, whatever the architecture) or comma-separated "
+                "module names, e.g. q_proj,k_proj,v_proj,o_proj (Llama/Qwen) or query,key,value (BERT)."})
+    save_adapter: bool = field(default=False, metadata={
+        "help": "Also save the unmerged LoRA adapter checkpoint in output_dir/adapter."})
+
+    def head_settings(self) -> dict[str, Any]:
+        return {
+            "pma_num_heads": self.pma_num_heads, "pma_num_seeds": self.pma_num_seeds,
+            "iem_hidden_size": self.iem_hidden_size, "iem_dropout": self.iem_dropout, "task_names": self.task_names,
+            "pooling_layer": self.pooling_layer, "normalize_embeddings": self.normalize_embeddings,
+            "max_seq_length": self.max_seq_length, "bidirectional_layers": self.bidirectional_layers,
+            "query_instructions": _mapping(self.query_instructions, "query_instructions"),
+            "passage_instructions": _mapping(self.passage_instructions, "passage_instructions"),
+        }
+
+    def lora_targets(self) -> str | list[str]:
+        names = [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
+        return "all-linear" if names == ["all-linear"] else names
+
+
+@dataclass
+class DataArguments:
+    """Teacher-scored fixed batches (``schema.SCORED_BATCH_FEATURES``)."""
+
+    train_dataset: str | None = field(default=None, metadata={
+        "help": "Teacher-scored batches: a folder written by Dataset.save_to_disk (or a hub dataset id)."})
+    eval_dataset: str | None = field(default=None, metadata={"help": "Held-out teacher-scored batches (eval loss)."})
+    train_split: str = field(default="train", metadata={"help": "Split to read when the dataset has splits."})
+    eval_split: str = field(default="validation", metadata={"help": "Split to read when the eval set has splits."})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "Expected queries per stored batch B (default: the first batch's; all must agree)."})
+    num_negatives: int | None = field(default=None, metadata={
+        "help": "Expected hard negatives per query K (default: the first batch's; all must agree)."})
+
+
+PARSER_CLASSES = (ModelArguments, DataArguments, D2LLMTrainingArguments)
+
+
+def _mapping(value: dict[str, str] | str | None, name: str) -> dict[str, str]:
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{name} must be a JSON object mapping task names to text, got {value!r}") from error
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a JSON object mapping task names to text, got {value!r}")
+    return parsed
+
+
+def parse_arguments(argv: Sequence[str] | None = None
+                    ) -> tuple[ModelArguments, DataArguments, D2LLMTrainingArguments]:
+    """``[config.yaml|config.json] [--option value ...]``: the file's values, overridden by the options."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(PARSER_CLASSES)
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        with open(argv[0], encoding="utf-8") as handle:
+            values = (json.load(handle) if argv[0].endswith(".json") else yaml.safe_load(handle)) or {}
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{argv[0]}: unknown option(s) {unknown}")
+        parser.set_defaults(**values)
+        argv = argv[1:]
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if not data_args.train_dataset:
+        raise ValueError("train_dataset is required (a teacher-scored dataset folder)")
+    return model_args, data_args, training_args
+
+
+def load_scored(path: str, split: str):
+    """A teacher-scored dataset from a ``save_to_disk`` folder (a ``DatasetDict`` gives ``split``) or the hub."""
+    import datasets
+
+    if os.path.isdir(path):
+        loaded = datasets.load_from_disk(path)
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise ValueError(f"{path} has splits {list(loaded)}, not {split!r}")
+            loaded = loaded[split]
+        return loaded
+    return datasets.load_dataset(path, split=split)
+
+
+def build_model(args: ModelArguments) -> D2LLMModel:
+    """Backbone + fresh heads (or a merged D2LLM checkpoint), then LoRA when asked."""
+    source = args.model_name_or_path
+    if source is None:
+        import embedded_models
+
+        source = embedded_models.smollm2_gguf()
+    if _is_d2llm_checkpoint(source):
+        model = D2LLMModel.from_pretrained(source, dtype=args.dtype)
+        if model.has_lora:
+            raise ValueError(f"{source} is an adapter checkpoint: continue from a merged checkpoint instead")
+    else:
+        model = D2LLMModel.from_backbone(source, dtype=args.dtype, attn_implementation=args.attn_implementation,
+                                         **args.head_settings())
+    if args.use_lora:
+        model.enable_lora(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                          target_modules=args.lora_targets())
+    return model
+
+
+def _is_d2llm_checkpoint(path: str) -> bool:
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        return False
+    with open(config_file, encoding="utf-8") as handle:
+        return json.load(handle).get("model_type") == "d2llm"
+
+
+def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """``last`` (or ``true``): the newest ``checkpoint-*`` in ``output_dir``; a path: itself; None: no resuming."""
+    if value is None or value in ("", "false", "False"):
+        return None
+    if value in RESUME_LAST:
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise ValueError(f"resume_from_checkpoint={value!r} but {output_dir} holds no checkpoint-* folder")
+        return last
+    if not os.path.isdir(value):
+        raise ValueError(f"resume_from_checkpoint: {value} is not a folder")
+    return value
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2LLMTrainingArguments
+        ) -> D2LLMTrainer:
+    """Train, then save the merged model (+ adapter on request) and the model card, and push when asked.
+
+    Every input is checked before anything is written to ``output_dir``.
+    """
+    if training_args.should_log:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    resume = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    train_dataset = load_scored(data_args.train_dataset, data_args.train_split)
+    eval_dataset = load_scored(data_args.eval_dataset, data_args.eval_split) if data_args.eval_dataset else None
+    set_seed(training_args.seed)
+    model = build_model(model_args)
+    trainer = D2LLMTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                           batch_size=data_args.batch_size, num_negatives=data_args.num_negatives)
+    size, negatives = trainer.fixed_batch_shape
+    trainable = sum(param.numel() for param in model.parameters() if param.requires_grad)
+    logger.info("%d stored batches (B=%d, K=%d), %d trainable parameters", len(train_dataset), size, negatives,
+                trainable)
+    trainer.train(resume_from_checkpoint=resume)
+    if model_args.save_adapter and model.has_lora and training_args.should_save:
+        model.save_pretrained(os.path.join(training_args.output_dir, ADAPTER_SUBDIR), merge_lora=False)
+    datasets_used = [data_args.train_dataset] + ([data_args.eval_dataset] if data_args.eval_dataset else [])
+    if eval_dataset is not None:
+        trainer.evaluate()
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset=datasets_used)  # saves the model and the card, then uploads output_dir
+    else:
+        trainer.save_model()
+        trainer.create_model_card(dataset=datasets_used)
+    return trainer
+
+
+def main(argv: Sequence[str] | None = None) -> D2LLMTrainer:
+    return run(*parse_arguments(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,514 @@
+"""Distillation of an LLM cross-encoder into the D2LLM student (SPEC section 3): the imitation losses and
+``D2LLMTrainer``.
+
+Notation for one fixed batch of B queries of one task, each with its positive and K hard negatives:
+``Z_ib [B, B]`` student IEM logits of (query i, positive of query j); ``Z_h [B, 1+K]`` of (query i, candidate k),
+k = 0 the positive; ``S_ib``, ``S_h`` the teacher's yes-probabilities of the same pairs; ``C_T [B, 1+K, 1+K]`` the
+teacher's feature cosines over {positive, negatives} of each query; ``y_S [B, 1+K, h]`` the student's IEM branch
+vectors. Every loss is a mean over its terms (never a sum), computed in float32 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from data_collator import D2LLMDataCollator, FixedBatchSampler, validate_scored_dataset
+from modeling_d2llm import D2LLMModel
+from schema import SCORED_BATCH_COLUMNS
+
+TRAINABLE_STATE_FILE = "trainable_state.safetensors"
+TRAINING_ARGS_FILE = "training_args.json"
+LOSS_COMPONENTS = ("ci_inbatch", "ci_hard", "ri_pearson", "ri_pairwise", "fi")
+_EPS = 1e-12
+
+
+# ====================================================================== losses
+def teacher_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Teacher yes-probability ``s = softmax([l_yes, l_no] / tau_T)[0] = sigmoid((l_yes - l_no) / tau_T)``.
+
+    ``logits [..., 2]`` (``[l_yes, l_no]``) -> ``[...]`` in float32.
+    """
+    if logits.shape[-1] != 2:
+        raise ValueError(f"teacher logits must end in [l_yes, l_no] (size 2), got shape {tuple(logits.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"teacher temperature must be > 0, got {temperature}")
+    logits = logits.float()
+    return torch.sigmoid((logits[..., 0] - logits[..., 1]) / temperature)
+
+
+def _inbatch_contrastive(student_inbatch: torch.Tensor, tau: float, offset: int) -> torch.Tensor:
+    """``mean_i CE(Z_ib[i, :] / tau, target offset + i)``; ``Z_ib [B, N]`` may hold other processes' positives."""
+    rows = student_inbatch.shape[0]
+    targets = torch.arange(offset, offset + rows, device=student_inbatch.device)
+    return F.cross_entropy(student_inbatch.float() / tau, targets)
+
+
+def _hard_contrastive(student_hard: torch.Tensor, teacher_hard: torch.Tensor, tau: float) -> torch.Tensor:
+    """``mean_i -log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]``, ``W[i, 0] = S_h[i, 0]``, ``W[i, k>=1] = 1 - S_h[i, k]``."""
+    teacher = teacher_hard.float()
+    weights = torch.cat([teacher[:, :1], 1.0 - teacher[:, 1:]], dim=1)
+    return -F.log_softmax(weights * student_hard.float() / tau, dim=1)[:, 0].mean()
+
+
+def _pearson_rank(student_hard: torch.Tensor, teacher_hard: torch.Tensor) -> torch.Tensor:
+    """``mean_i [1 - pearson(Z_h[i, :], S_h[i, :])]``; a constant row has correlation 0 (finite loss and gradient)."""
+    student = student_hard.float() - student_hard.float().mean(dim=1, keepdim=True)
+    teacher = teacher_hard.float() - teacher_hard.float().mean(dim=1, keepdim=True)
+    student_norm = student.square().sum(dim=1).clamp_min(_EPS).sqrt()
+    teacher_norm = teacher.square().sum(dim=1).clamp_min(_EPS).sqrt()
+    correlation = (student * teacher).sum(dim=1) / (student_norm * teacher_norm)
+    return (1.0 - correlation).mean()
+
+
+def _pairwise_rank(student_hard: torch.Tensor, teacher_hard: torch.Tensor, student_inbatch: torch.Tensor,
+                   teacher_inbatch: torch.Tensor, scale: float) -> torch.Tensor:
+    """``mean_{i, k>=1, j!=i} [max(0, S_h[i,k] - S_ib[i,j]) / c * -log sigmoid(Z_h[i,k] - Z_ib[i,j])]`` (0 if B = 1)."""
+    rows, candidates = student_hard.shape
+    if rows < 2 or candidates < 2:
+        return student_hard.float().sum() * 0.0
+    margin = F.relu(teacher_hard.float()[:, 1:, None] - teacher_inbatch.float()[:, None, :]) / scale  # [B, K, B]
+    gap = student_hard.float()[:, 1:, None] - student_inbatch.float()[:, None, :]
+    off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=student_hard.device)[:, None, :]
+    terms = margin * F.softplus(-gap) * off_diagonal  # -log sigmoid(x) = softplus(-x)
+    return terms.sum() / (rows * (candidates - 1) * (rows - 1))
+
+
+def _cosine_matrices(features: torch.Tensor) -> torch.Tensor:
+    """``C[i][a, b] = cos(y[i, a], y[i, b])``: ``[B, M, h] -> [B, M, M]``; a zero vector has cosine 0 with all."""
+    unit = F.normalize(features.float(), dim=-1, eps=1e-8)
+    return unit @ unit.transpose(1, 2)
+
+
+def _feature_imitation(student_features: torch.Tensor, teacher_feature_cosine: torch.Tensor) -> torch.Tensor:
+    """``mean_{i, a, b} (C_T[i][a, b] - C_S[i][a, b])^2``."""
+    return (teacher_feature_cosine.float() - _cosine_matrices(student_features)).square().mean()
+
+
+def contrastive_imitation_loss(student_inbatch: torch.Tensor, student_hard: torch.Tensor, teacher_hard: torch.Tensor,
+                               *, alpha: float = 1.0, tau_inbatch: float = 1.0, tau_hard: float = 1.0,
+                               inbatch_offset: int = 0) -> torch.Tensor:
+    """Contrastive imitation (SPEC section 3):
+
+    ``L_CI = mean_i CE(Z_ib[i, :] / tau_ib, target i) + alpha * mean_i [-log softmax_k(W[i, :] * Z_h[i, :] / tau_h)[0]]``
+    with ``W[i, 0] = S_h[i, 0]`` and ``W[i, k] = 1 - S_h[i, k]`` for k >= 1.
+
+    ``student_inbatch [B, B]`` (or ``[B, N]`` with the positives of several processes, query i's own positive in
+    column ``inbatch_offset + i``), ``student_hard [B, 1+K]`` logits, ``teacher_hard [B, 1+K]`` probabilities.
+    """
+    return (_inbatch_contrastive(student_inbatch, tau_inbatch, inbatch_offset)
+            + alpha * _hard_contrastive(student_hard, teacher_hard, tau_hard))
+
+
+def rank_imitation_loss(student_hard: torch.Tensor, teacher_hard: torch.Tensor, student_inbatch: torch.Tensor,
+                        teacher_inbatch: torch.Tensor, *, beta: float = 1.0, gamma: float = 0.01,
+                        scale: float = 1.0) -> torch.Tensor:
+    """Rank imitation (SPEC section 3):
+
+    ``L_RI = beta * mean_i [1 - pearson(Z_h[i, :], S_h[i, :])]
+    + gamma * mean_{i, k>=1, j!=i} [max(0, S_h[i, k] - S_ib[i, j]) / c * -log sigmoid(Z_h[i, k] - Z_ib[i, j])]``.
+
+    ``student_hard``/``teacher_hard [B, 1+K]``, ``student_inbatch``/``teacher_inbatch [B, B]`` (this batch's own
+    block), ``scale`` is c. A constant row (Pearson undefined) counts as correlation 0.
+    """
+    return (beta * _pearson_rank(student_hard, teacher_hard)
+            + gamma * _pairwise_rank(student_hard, teacher_hard, student_inbatch, teacher_inbatch, scale))
+
+
+def feature_imitation_loss(student_features: torch.Tensor, teacher_feature_cosine: torch.Tensor, *,
+                           eta: float = 0.001) -> torch.Tensor:
+    """Feature imitation (SPEC section 3): ``L_FI = eta * mean_{i, a, b} (C_T[i][a, b] - C_S[i][a, b])^2``.
+
+    ``student_features [B, 1+K, h]`` are the IEM branch vectors ``y_S``; ``C_S[i]`` is their cosine matrix;
+    ``teacher_feature_cosine [B, 1+K, 1+K]`` is ``C_T``.
+    """
+    return eta * _feature_imitation(student_features, teacher_feature_cosine)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights and temperatures of SPEC section 3 (defaults as there)."""
+
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 0.01
+    eta: float = 0.001
+    tau_inbatch: float = 1.0
+    tau_hard: float = 1.0
+    scale: float = 1.0
+    teacher_temperature: float = 1.0
+
+
+def distillation_losses(student_inbatch: torch.Tensor, student_hard: torch.Tensor, student_features: torch.Tensor,
+                        teacher_inbatch: torch.Tensor, teacher_hard: torch.Tensor,
+                        teacher_feature_cosine: torch.Tensor, weights: LossWeights,
+                        inbatch_offset: int = 0) -> dict[str, torch.Tensor]:
+    """The weighted terms of ``L = L_CI + L_RI + L_FI`` by name (``LOSS_COMPONENTS``); they sum to ``L``.
+
+    ``student_inbatch [B, N]`` holds every gathered positive (own block at ``inbatch_offset``); the pairwise rank
+    term uses the own ``[B, B]`` block, since ``teacher_inbatch`` only covers this batch.
+    """
+    rows = student_hard.shape[0]
+    own_block = student_inbatch[:, inbatch_offset : inbatch_offset + rows]
+    return {
+        "ci_inbatch": _inbatch_contrastive(student_inbatch, weights.tau_inbatch, inbatch_offset),
+        "ci_hard": weights.alpha * _hard_contrastive(student_hard, teacher_hard, weights.tau_hard),
+        "ri_pearson": weights.beta * _pearson_rank(student_hard, teacher_hard),
+        "ri_pairwise": weights.gamma * _pairwise_rank(student_hard, teacher_hard, own_block, teacher_inbatch,
+                                                      weights.scale),
+        "fi": weights.eta * _feature_imitation(student_features, teacher_feature_cosine),
+    }
+
+
+# ====================================================================== several processes
+def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every process's ``[n, ...]`` tensor concatenated in rank order, with gradients flowing back to each process
+    (``torch.distributed.nn.functional.all_gather``); and the row offset of this process's own block.
+
+    One process (or no process group): ``(tensor, 0)``. All processes must pass the same shape.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor, 0
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0), dist.get_rank() * tensor.shape[0]
+
+
+# ====================================================================== checkpoints
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train (LoRA, PMA, IEM), under the names of the live (peft-wrapped) module tree."""
+    return {name: param.detach().contiguous() for name, param in model.named_parameters() if param.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, checkpoint_dir: str) -> None:
+    """Restore ``TRAINABLE_STATE_FILE`` from a checkpoint; every trainable parameter must be there, nothing else."""
+    from safetensors.torch import load_file
+
+    path = os.path.join(checkpoint_dir, TRAINABLE_STATE_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{checkpoint_dir} holds no {TRAINABLE_STATE_FILE}: a LoRA run resumes only from "
+                                "checkpoints written by D2LLMTrainer")
+    state = load_file(path)
+    expected = set(trainable_state_dict(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match this model's trainable parameters: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]} (was the LoRA configuration changed?)")
+    model.load_state_dict(state, strict=False)
+
+
+# ====================================================================== trainer
+def _bf16_available() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class D2LLMTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the loss weights of SPEC section 3 and the PMA/IEM learning rate.
+
+    One device step trains on one stored fixed batch, so ``per_device_train_batch_size`` is 1 (the batch size is
+    the dataset's B); ``learning_rate`` applies to the backbone (its LoRA), ``head_learning_rate`` to PMA and IEM.
+    """
+
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the hard-negative contrastive imitation term."})
+    beta: float = field(default=1.0, metadata={"help": "Weight of the Pearson rank imitation term."})
+    gamma: float = field(default=0.01, metadata={"help": "Weight of the pairwise rank imitation term."})
+    eta: float = field(default=0.001, metadata={"help": "Weight of the feature imitation term."})
+    tau_inbatch: float = field(default=1.0, metadata={"help": "Temperature of the in-batch contrastive term."})
+    tau_hard: float = field(default=1.0, metadata={"help": "Temperature of the hard-negative contrastive term."})
+    rank_scale: float = field(default=1.0, metadata={"help": "c, the divisor of the pairwise rank margins."})
+    teacher_temperature: float = field(default=1.0, metadata={"help": "tau_T of s = softmax([l_yes, l_no] / tau_T)[0]."})
+    head_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of PMA and IEM (default: learning_rate)."})
+    auto_bf16: bool = field(
+        default=True, metadata={"help": "Train in bf16 when a CUDA device supports it and neither bf16 nor fp16 is set."})
+    per_device_train_batch_size: int = field(
+        default=1, metadata={"help": "Stored fixed batches per device and step: must be 1."})
+    per_device_eval_batch_size: int = field(
+        default=1, metadata={"help": "Stored fixed batches per device in evaluation: must be 1."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator reads the scored-batch columns."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Must stay False: the IEM runs outside the DDP forward."})
+    hub_strategy: str = field(default="end", metadata={"help": "When to push to the Hub (default: at the end)."})
+
+    def __post_init__(self) -> None:
+        if self.auto_bf16 and not (self.bf16 or self.fp16) and _bf16_available():
+            self.bf16 = True
+        if self.activation_checkpointing_kwargs is None and self.gradient_checkpointing_kwargs is None:
+            self.activation_checkpointing_kwargs = {"use_reentrant": False}
+        super().__post_init__()
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+            if getattr(self, name) != 1:
+                raise ValueError(f"{name}={getattr(self, name)}: each device step takes exactly one stored fixed batch "
+                                 "(its size B is the dataset's); set it to 1 and scale with processes or "
+                                 "gradient_accumulation_steps")
+        if self.ddp_find_unused_parameters:
+            raise ValueError("ddp_find_unused_parameters must be False: the IEM scores outside the DDP forward")
+        for name in ("alpha", "beta", "gamma", "eta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("tau_inbatch", "tau_hard", "rank_scale", "teacher_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    @property
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(alpha=self.alpha, beta=self.beta, gamma=self.gamma, eta=self.eta,
+                           tau_inbatch=self.tau_inbatch, tau_hard=self.tau_hard, scale=self.rank_scale,
+                           teacher_temperature=self.teacher_temperature)
+
+
+class D2LLMTrainer(Trainer):
+    """Distils teacher-scored fixed batches into a ``D2LLMModel`` with ``L = L_CI + L_RI + L_FI``.
+
+    Each device step encodes one stored batch's queries, positives and negatives in one forward, scores
+    ``Z_ib`` (against the positives of every process, gathered with gradients) and ``Z_h`` with the IEM, and logs
+    every weighted term (``ci_inbatch``, ``ci_hard``, ``ri_pearson``, ``ri_pairwise``, ``fi``) and ``total`` next
+    to the Trainer's ``loss``. Training data is validated before anything is written; ``batch_size`` and
+    ``num_negatives`` are the configured B and K (``None``: taken from the first stored batch).
+    Checkpoints hold the merged model and, with LoRA, ``TRAINABLE_STATE_FILE``, from which training resumes.
+    """
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(self, model: D2LLMModel, args: D2LLMTrainingArguments, train_dataset=None, eval_dataset=None,
+                 data_collator=None, *, batch_size: int | None = None, num_negatives: int | None = None,
+                 **kwargs: Any) -> None:
+        if not isinstance(model, D2LLMModel):
+            raise TypeError(f"D2LLMTrainer trains a D2LLMModel, got {type(model).__name__}")
+        if not isinstance(args, D2LLMTrainingArguments):
+            raise TypeError("D2LLMTrainer needs D2LLMTrainingArguments (loss weights, one stored batch per step)")
+        task_names = model.config.task_names
+        self.fixed_batch_shape = None
+        if train_dataset is not None:
+            self.fixed_batch_shape = validate_scored_dataset(train_dataset, task_names, batch_size, num_negatives)
+        evaluation_sets = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
+        for dataset in evaluation_sets:
+            if dataset is not None:
+                validate_scored_dataset(dataset, task_names)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         data_collator=data_collator or D2LLMDataCollator.from_model(model), **kwargs)
+        self._loss_sums: dict[str, torch.Tensor] = defaultdict(float)
+        self._loss_steps = 0
+        self._tasks_since_step: set[str] = set()
+
+    # ------------------------------------------------------------------ data
+    def _set_signature_columns_if_needed(self) -> None:
+        self._signature_columns = list(SCORED_BATCH_COLUMNS)
+
+    def _get_train_sampler(self, train_dataset=None) -> FixedBatchSampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return FixedBatchSampler(list(dataset["task"]), num_replicas=self.args.world_size, seed=seed)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None):
+        """``L = L_CI + L_RI + L_FI`` of one stored batch (see ``distillation_losses``)."""
+        student = self.accelerator.unwrap_model(model)
+        task = student.config.task_names[int(inputs["task_id"])]
+        hard_logits = inputs["teacher_hard_logits"]
+        size, candidates = hard_logits.shape[:2]
+        embeddings = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).embeddings
+        queries, positives = embeddings[:size], embeddings[size : 2 * size]
+        negatives = embeddings[2 * size :].reshape(size, candidates - 1, embeddings.shape[-1])
+        all_positives, offset = gather_with_grad(positives) if model.training else (positives, 0)
+        student_inbatch = student.similarity(queries, all_positives, task)
+        student_hard, branch_features = student.score(queries[:, None, :],
+                                                      torch.cat([positives[:, None, :], negatives], dim=1), task)
+        weights = self.args.loss_weights
+        losses = distillation_losses(
+            student_inbatch, student_hard, branch_features,
+            teacher_probabilities(inputs["teacher_inbatch_logits"], weights.teacher_temperature),
+            teacher_probabilities(hard_logits, weights.teacher_temperature),
+            inputs["teacher_feature_cosine"], weights, inbatch_offset=offset)
+        loss = torch.stack(list(losses.values())).sum()
+        if model.training:
+            self._record(losses, loss, task)
+            loss = loss + self._idle_branch_anchor(student, task)
+        outputs = {"student_inbatch": student_inbatch, "student_hard": student_hard, **losses}
+        return (loss, outputs) if return_outputs else loss
+
+    def _idle_branch_anchor(self, student: D2LLMModel, task: str) -> torch.Tensor | float:
+        """``0 * sum(idle branch weights)`` with several processes: DDP (``find_unused_parameters=False``) needs a
+        gradient for every parameter; ``training_step`` drops these zero gradients again before the optimizer."""
+        if self.accelerator.num_processes == 1:
+            return 0.0
+        idle = [param for name, branch in student.iem.branches.items() if name != task
+                for param in branch.parameters() if param.requires_grad]
+        return sum(param.sum() for param in idle) * 0.0 if idle else 0.0
+
+    def training_step(self, model: nn.Module, inputs: dict[str, torch.Tensor],
+                      num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.accelerator.sync_gradients:  # last micro-batch before the optimizer step
+            student = self.accelerator.unwrap_model(model)
+            for name, branch in student.iem.branches.items():
+                if name not in self._tasks_since_step:  # untrained this step: skipped by the optimizer
+                    for param in branch.parameters():
+                        param.grad = None
+            self._tasks_since_step.clear()
+        return loss
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, torch.Tensor], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None):
+        """Evaluation loss of one stored batch (in-batch negatives from this process only)."""
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ------------------------------------------------------------------ logging
+    def _record(self, losses: dict[str, torch.Tensor], total: torch.Tensor, task: str) -> None:
+        for name, value in {**losses, "total": total}.items():
+            self._loss_sums[name] = self._loss_sums[name] + value.detach().float()
+        self._loss_steps += 1
+        self._tasks_since_step.add(task)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of every loss term since the last training log (averaged over processes)."""
+        if "loss" in logs and self._loss_steps:
+            names = list(self._loss_sums)
+            means = torch.stack([self._loss_sums[name] for name in names]) / self._loss_steps
+            means = self.accelerator.reduce(means.to(self.args.device), reduction="mean")
+            logs.update({name: float(value) for name, value in zip(names, means.tolist())})
+            self._loss_sums.clear()
+            self._loss_steps = 0
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ optimizer
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW (or ``args.optim``) with the backbone/LoRA at ``learning_rate`` and PMA/IEM at
+        ``head_learning_rate``; biases and norms without weight decay."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = model if model is not None else self.model
+        student = self.accelerator.unwrap_model(opt_model)
+        heads = {id(param) for module in (student.pma, student.iem) for param in module.parameters()}
+        decay = set(self.get_decay_parameter_names(opt_model))
+        rates = {False: self.args.learning_rate, True: self.args.head_learning_rate or self.args.learning_rate}
+        groups = []
+        for is_head in (False, True):
+            for decays in (True, False):
+                params = [param for name, param in opt_model.named_parameters()
+                          if param.requires_grad and (id(param) in heads) == is_head and (name in decay) == decays]
+                if params:
+                    groups.append({"params": params, "lr": rates[is_head],
+                                   "weight_decay": self.args.weight_decay if decays else 0.0})
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    # ------------------------------------------------------------------ saving and resuming
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The merged model (loads with ``AutoModel`` and ``trust_remote_code``), its tokenizer and the arguments
+        as JSON."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        student = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        student.save_pretrained(output_dir, state_dict=state_dict)
+        with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as handle:
+            handle.write(self.args.to_json_string())
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        student = self.accelerator.unwrap_model(self.model)
+        if student.has_lora and self.args.should_save:
+            from safetensors.torch import save_file
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            save_file(trainable_state_dict(student), os.path.join(folder, TRAINABLE_STATE_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        student = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if not student.has_lora:  # the merged weights are the weights
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_trainable_state(student, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        student = self.accelerator.unwrap_model(self.model)
+        if not student.has_lora:
+            return super()._load_best_model()
+        load_trainable_state(student, self.state.best_model_checkpoint)
+
+    # ------------------------------------------------------------------ model card
+    def create_model_card(self, dataset: str | list[str] | None = None, **kwargs: Any) -> None:
+        """Write ``README.md`` in ``output_dir`` (see ``render_model_card``); other arguments are ignored."""
+        if not self.is_world_process_zero():
+            return
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card = render_model_card(self.accelerator.unwrap_model(self.model), self.args, self.state.log_history,
+                                 dataset=dataset, fixed_batch_shape=self.fixed_batch_shape,
+                                 hub_model_id=self.args.hub_model_id)
+        with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(card)
+
+
+def render_model_card(model: D2LLMModel, args: D2LLMTrainingArguments, log_history: list[dict[str, Any]], *,
+                      dataset: str | list[str] | None = None, fixed_batch_shape: tuple[int, int] | None = None,
+                      hub_model_id: str | None = None) -> str:
+    """Markdown model card: backbone, data, loss weights, training settings and the evaluation results present in
+    ``log_history`` (``eval_*`` entries) and the last training losses."""
+    backbone = model.backbone_model().config
+    datasets_ = [dataset] if isinstance(dataset, str) else list(dataset or [])
+    weights = args.loss_weights
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags: [d2llm, sentence-similarity, feature-extraction, distillation]",
+        *([f"base_model: {backbone.name_or_path}"] if backbone.name_or_path else []),
+        "---",
+        "",
+        f"# {hub_model_id or os.path.basename(os.path.abspath(args.output_dir))}",
+        "",
+        "A D2LLM student (decomposed and distilled LLM for semantic search, Liao et al., ACL 2024): the backbone "
+        "encodes queries and passages separately, PMA pools the token states, and the IEM scores a pair per task. "
+        "Load with `AutoModel.from_pretrained(path, trust_remote_code=True)`.",
+        "",
+        "## Model",
+        f"- backbone: `{backbone.name_or_path or backbone.model_type}` ({backbone.model_type}, "
+        f"{model.config.num_backbone_layers} layers, hidden size {model.config.hidden_size})",
+        f"- tasks: {', '.join(model.config.task_names)}; embedding size {model.config.embedding_size}; "
+        f"IEM width {model.config.iem_hidden_size}; PMA {model.config.pma_num_heads} heads, "
+        f"{model.config.pma_num_seeds} seed(s)",
+        f"- LoRA merged into the weights: {'yes' if model.has_lora else 'no (full fine-tuning or heads only)'}",
+        "",
+        "## Training data",
+        f"- teacher-scored fixed batches: {', '.join(f'`{name}`' for name in datasets_) or 'not recorded'}",
+        *([f"- B = {fixed_batch_shape[0]} queries per batch, K = {fixed_batch_shape[1]} hard negatives per query"]
+          if fixed_batch_shape else []),
+        "",
+        "## Loss (SPEC section 3: L = L_CI + L_RI + L_FI, means over terms)",
+        f"- alpha = {weights.alpha}, beta = {weights.beta}, gamma = {weights.gamma}, eta = {weights.eta}",
+        f"- tau_inbatch = {weights.tau_inbatch}, tau_hard = {weights.tau_hard}, c = {weights.scale}, "
+        f"tau_T = {weights.teacher_temperature}",
+        f"- learning rates: backbone {args.learning_rate}, PMA/IEM {args.head_learning_rate or args.learning_rate}; "
+        f"epochs {args.num_train_epochs}, max steps {args.max_steps}, seed {args.seed}",
+    ]
+    train_logs = [entry for entry in log_history if "total" in entry]
+    if train_logs:
+        last = train_logs[-1]
+        lines += ["", f"## Last training losses (step {last.get('step')})", "",
+                  "| " + " | ".join(LOSS_COMPONENTS + ("total",)) + " |",
+                  "|" + "---|" * (len(LOSS_COMPONENTS) + 1),
+                  "| " + " | ".join(f"{last[name]:.4f}" for name in LOSS_COMPONENTS + ("total",)) + " |"]
+    evaluations = {key: value for entry in log_history for key, value in entry.items()
+                   if key.startswith("eval_") and isinstance(value, (int, float))}
+    if evaluations:
+        lines += ["", "## Evaluation results", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {key} | {value:.4f} |" for key, value in sorted(evaluations.items())]
+    return "\n".join(lines) + "\n"
