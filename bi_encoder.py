@@ -124,10 +124,17 @@ class BiEncoder(nn.Module):
         return pool(states, attention_mask)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        template = self.settings.prompt_template
-        texts = [template.replace("{text}", text) if template else text for text in texts]
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.settings.max_seq_length,
-                              return_tensors="pt")
+        """Padded token ids; with a prompt template, a long text is cut (by tokens) before the template wraps it,
+        so the prompt's ending survives truncation."""
+        template, limit = self.settings.prompt_template, self.settings.max_seq_length
+        if template:
+            budget = max(1, limit - len(self.tokenizer(template.replace("{text}", ""))["input_ids"]))
+            texts = [template.replace("{text}", self._cut(text, budget)) for text in texts]
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=limit, return_tensors="pt")
+
+    def _cut(self, text: str, budget: int) -> str:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= budget else self.tokenizer.decode(ids[:budget])
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """``[N, d]`` pooled embeddings of texts, with gradients (one padded batch)."""

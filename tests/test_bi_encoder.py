@@ -100,10 +100,13 @@ def test_last_token_pooling_reads_the_final_real_token():
         torch.testing.assert_close(encoder(**batch)[0], states[0, 0])
 
 
-def test_prompt_template_wraps_every_text():
+def test_prompt_template_wraps_every_text_and_survives_truncation():
     encoder = make_encoder(prompt_template="query {text} answer")
     assert encoder.tokenize(["dog"])["input_ids"].tolist() == make_encoder().tokenize(["query dog answer"])[
         "input_ids"].tolist()
+    short = make_encoder(prompt_template="query {text} answer", max_seq_length=4)
+    tokens = short.tokenizer.convert_ids_to_tokens(short.tokenize(["the cat sat on the mat"])["input_ids"][0])
+    assert tokens == ["query", "the", "cat", "answer"], "a long text is cut inside the template"
     with pytest.raises(ValueError, match="slot"):
         BiEncoderSettings(prompt_template=BELLM_PROMPT.replace("{text}", ""))
 
