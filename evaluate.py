@@ -1,0 +1,149 @@
+"""Evaluate any scorer (D2LLM checkpoint, teacher cross-encoder, bi-encoder) on STS, pair classification and
+BEIR retrieval, through one code path (SPEC section 5).
+
+    python evaluate.py --model PATH [--sts FILE] [--pairs FILE] [--beir DIR --split test] [--output results.json]
+
+* ``--sts``: graded pairs; Spearman of the symmetric score against the gold score.
+* ``--pairs``: labelled pairs (NLI or paraphrase); average precision of the positive class (``entailment`` or 1)
+  and the accuracy at the best threshold, with the symmetric score.
+* ``--beir``: a BEIR folder; NDCG@10, MRR@10 and Recall@100 with the asymmetric score. Bi-encoders rank the whole
+  corpus exactly; a cross-encoder cannot, so it reranks the ``--rerank-depth`` best documents of
+  ``--first-stage`` (BM25 or a bi-encoder), and the result says so.
+
+Each flag may be repeated; a file may also be a hub dataset id. Metrics are printed as JSON (and written to
+``--output``). Bad input exits with status 2 and a message naming the file, line and field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from evaluation import metrics
+from evaluation.loaders import DataError, Pairs, RetrievalData, load_graded_pairs, load_labelled_pairs, load_retrieval
+from evaluation.models import MODEL_TYPES, ModelError, detect_model_type, load_scorer
+from evaluation.scorers import CrossEncoderScorer, Scorer
+
+RETRIEVAL_DEPTH = 100  # the deepest cut-off measured (Recall@100)
+
+
+def evaluate_sts(scorer: Scorer, pairs: Pairs) -> dict[str, Any]:
+    """Spearman of the symmetric score against the gold score."""
+    scores = scorer.score_pairs(pairs.first, pairs.second, "symmetric")
+    return {"task": "sts", "data": pairs.source, "pairs": len(pairs.first),
+            "spearman": metrics.spearman(scores, pairs.gold)}
+
+
+def evaluate_pair_classification(scorer: Scorer, pairs: Pairs) -> dict[str, Any]:
+    """Average precision of the positive class and accuracy at the best threshold, symmetric score."""
+    scores = scorer.score_pairs(pairs.first, pairs.second, "symmetric")
+    return {"task": "pair_classification", "data": pairs.source, "pairs": len(pairs.first),
+            **metrics.pair_classification(scores, pairs.gold)}
+
+
+def evaluate_retrieval(scorer: Scorer, data: RetrievalData) -> dict[str, Any]:
+    """NDCG@10, MRR@10, Recall@100 of the asymmetric score over the corpus (a cross-encoder: over its shortlist)."""
+    run = scorer.retrieve(data.queries, data.corpus, RETRIEVAL_DEPTH, "asymmetric")
+    result = {"task": "retrieval", "data": data.source, "queries": len(data.queries), "documents": len(data.corpus),
+              **metrics.retrieval(run, data.qrels)}
+    if isinstance(scorer, CrossEncoderScorer):
+        result["reranked"] = {"first_stage": getattr(scorer.first_stage, "name", type(scorer.first_stage).__name__),
+                              "depth": scorer.depth}
+    return result
+
+
+def subsample_pairs(pairs: Pairs, limit: int | None, seed: int = 0) -> Pairs:
+    """At most ``limit`` pairs, drawn without replacement with ``seed`` (input order kept)."""
+    if limit is None or limit >= len(pairs.first):
+        return pairs
+    keep = np.sort(np.random.default_rng(seed).choice(len(pairs.first), limit, replace=False))
+    return Pairs([pairs.first[i] for i in keep], [pairs.second[i] for i in keep], pairs.gold[keep],
+                 f"{pairs.source} ({limit} of {len(pairs.first)} pairs, seed {seed})")
+
+
+def subsample_queries(data: RetrievalData, limit: int | None, seed: int = 0) -> RetrievalData:
+    """At most ``limit`` judged queries, drawn with ``seed``; the corpus stays whole."""
+    if limit is None or limit >= len(data.queries):
+        return data
+    ids = list(data.queries)
+    keep = [ids[i] for i in np.sort(np.random.default_rng(seed).choice(len(ids), limit, replace=False))]
+    return RetrievalData(data.corpus, {q: data.queries[q] for q in keep}, {q: data.qrels[q] for q in keep},
+                         f"{data.source} ({limit} of {len(ids)} queries, seed {seed})")
+
+
+Job = tuple[Callable[[Scorer, Any], dict[str, Any]], Any]
+
+
+def load_jobs(*, sts: Sequence[str] = (), pairs: Sequence[str] = (), beir: Sequence[str] = (), split: str = "test",
+              max_pairs: int | None = None, max_queries: int | None = None) -> list[Job]:
+    """Read and check every requested data set (before any model is loaded, so bad input fails fast)."""
+    jobs: list[Job] = [(evaluate_sts, subsample_pairs(load_graded_pairs(s, split), max_pairs)) for s in sts]
+    jobs += [(evaluate_pair_classification, subsample_pairs(load_labelled_pairs(s, split), max_pairs)) for s in pairs]
+    jobs += [(evaluate_retrieval, subsample_queries(load_retrieval(s, split), max_queries)) for s in beir]
+    return jobs
+
+
+def run(scorer: Scorer, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """Every job's metrics, in order; each result carries its wall time in ``seconds``."""
+    results = []
+    for evaluate, data in jobs:
+        start = time.perf_counter()
+        results.append({**evaluate(scorer, data), "seconds": round(time.perf_counter() - start, 2)})
+    return results
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="D2LLM checkpoint, sentence-transformers model, or a "
+                        "teacher (.gguf file or causal-LM folder / hub id)")
+    parser.add_argument("--model-type", default="auto", choices=("auto", *MODEL_TYPES))
+    parser.add_argument("--teacher-adapter", help="LoRA adapter folder of an adapted teacher")
+    parser.add_argument("--language", default="en", help="teacher prompt language and BM25 tokenizer (en, zh)")
+    parser.add_argument("--sts", action="append", default=[], help="graded pairs (JSONL or hub id)")
+    parser.add_argument("--pairs", action="append", default=[], help="labelled pairs (JSONL or hub id)")
+    parser.add_argument("--beir", action="append", default=[], help="BEIR folder (or MTEB-layout hub id)")
+    parser.add_argument("--split", default="test", help="qrels split of --beir; split of hub datasets")
+    parser.add_argument("--max-pairs", type=int, help="evaluate a seeded sample of this many pairs per file")
+    parser.add_argument("--max-queries", type=int, help="evaluate a seeded sample of this many judged queries")
+    parser.add_argument("--rerank-depth", type=int, default=100,
+                        help="cross-encoders: documents of the first stage reranked per query")
+    parser.add_argument("--first-stage", default="bm25", help="cross-encoders: bm25 or a bi-encoder model path")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--output", help="also write the results JSON here")
+    args = parser.parse_args(argv)
+    if not (args.sts or args.pairs or args.beir):
+        parser.error("nothing to evaluate: give --sts, --pairs and/or --beir")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        jobs = load_jobs(sts=args.sts, pairs=args.pairs, beir=args.beir, split=args.split,
+                         max_pairs=args.max_pairs, max_queries=args.max_queries)
+        kind = detect_model_type(args.model) if args.model_type == "auto" else args.model_type
+        scorer = load_scorer(args.model, kind, teacher_adapter=args.teacher_adapter, language=args.language,
+                             batch_size=args.batch_size, rerank_depth=args.rerank_depth,
+                             first_stage=args.first_stage, device=args.device)
+        results = run(scorer, jobs)
+    except (DataError, ModelError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = {"model": args.model, "model_type": kind, "results": results}
+    text = json.dumps(report, indent=2, ensure_ascii=False)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation of D2LLM students, teachers and bi-encoders through one code path (see ``evaluate.py``)."""

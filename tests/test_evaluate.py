@@ -1,0 +1,163 @@
+"""evaluate.py: one code path for D2LLM checkpoints, teachers and bi-encoders; bad input exits non-zero."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from evaluation_tiny import QUERIES, save_tiny_d2llm, write_beir, write_jsonl, write_nli, write_sts
+from preprocess_tiny import tiny_teacher
+from tiny import tiny_bert, tiny_llama, tiny_tokenizer
+from transformers import BertModel, LlamaForCausalLM
+
+import embedded_models
+from evaluate import main
+from evaluation.loaders import load_retrieval
+from evaluation.models import detect_model_type, load_d2llm
+from evaluation.scorers import BM25Retriever, CosineScorer, CrossEncoderScorer, D2LLMScorer
+
+FIRST = ["the cat sat on the mat", "what is the capital of france", "a dog ran"]
+SECOND = ["a cat sat", "paris is the capital city of france", "the sun is a star"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_tiny_d2llm(tmp_path_factory.mktemp("d2llm"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    return {"sts": str(write_sts(folder / "sts.jsonl")), "nli": str(write_nli(folder / "nli.jsonl")),
+            "beir": str(write_beir(folder / "beir"))}
+
+
+def run_cli(capsys, *args: str) -> tuple[int, dict | None, str]:
+    code = main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if code == 0 else None, captured.err
+
+
+def test_cli_evaluates_a_d2llm_checkpoint_on_every_layout(checkpoint, data, tmp_path, capsys):
+    output = tmp_path / "results.json"
+    code, report, _ = run_cli(capsys, "--model", checkpoint, "--sts", data["sts"], "--pairs", data["nli"],
+                              "--beir", data["beir"], "--output", output)
+    assert code == 0 and report["model_type"] == "d2llm"
+    sts, pairs, retrieval = report["results"]
+    assert sts["task"] == "sts" and sts["pairs"] == 6 and -1 <= sts["spearman"] <= 1
+    assert pairs["task"] == "pair_classification" and 0 < pairs["average_precision"] <= 1
+    assert 0.5 <= pairs["accuracy"] <= 1
+    assert retrieval["queries"] == 3 and retrieval["documents"] == 6 and "reranked" not in retrieval
+    assert all(0 <= retrieval[name] <= 1 for name in ("ndcg_at_10", "mrr_at_10", "recall_at_100"))
+    assert retrieval["recall_at_100"] == 1.0  # 6 documents: all are ranked
+    assert json.loads(output.read_text()) == report
+
+
+def test_d2llm_pair_scores_are_the_symmetric_iem_scores(checkpoint):
+    model = load_d2llm(str(checkpoint), "cpu")
+    scores = D2LLMScorer(model).score_pairs(FIRST, SECOND, "symmetric")
+    with torch.no_grad():
+        expected = model.similarity_pairwise(model.encode_query(FIRST, task="symmetric", convert_to_tensor=True),
+                                             model.encode_document(SECOND, task="symmetric", convert_to_tensor=True),
+                                             "symmetric")
+    torch.testing.assert_close(torch.as_tensor(scores), expected)
+
+
+def test_d2llm_retrieval_is_exact_top_k_over_the_whole_corpus(checkpoint, data):
+    model = load_d2llm(str(checkpoint), "cpu")
+    corpus = load_retrieval(data["beir"]).corpus
+    run = D2LLMScorer(model, batch_size=2).retrieve(QUERIES, corpus, top_k=3)
+    with torch.no_grad():
+        scores = model.similarity(model.encode_query(list(QUERIES.values()), convert_to_tensor=True),
+                                  model.encode_document(list(corpus.values()), convert_to_tensor=True))
+    doc_ids = list(corpus)
+    for row, query in enumerate(QUERIES):
+        best = torch.topk(scores[row], 3)
+        assert list(run[query]) == [doc_ids[i] for i in best.indices]
+        assert list(run[query].values()) == pytest.approx(best.values.tolist(), abs=1e-5)
+
+
+def test_teacher_scores_are_yes_no_log_odds_ordered_like_its_probability():
+    teacher = tiny_teacher()
+    scores = CrossEncoderScorer(teacher, BM25Retriever()).score_pairs(FIRST, SECOND, "symmetric")
+    logits = teacher.score(FIRST, SECOND, "symmetric")
+    torch.testing.assert_close(torch.as_tensor(scores), logits[:, 0] - logits[:, 1])
+    probability = teacher.probability(FIRST, SECOND, "symmetric")
+    assert torch.argsort(torch.as_tensor(scores)).tolist() == torch.argsort(probability).tolist()
+
+
+def test_teacher_retrieval_reranks_only_the_bm25_shortlist(data):
+    corpus = load_retrieval(data["beir"]).corpus
+    teacher = tiny_teacher()
+    run = CrossEncoderScorer(teacher, BM25Retriever(), depth=2).retrieve(QUERIES, corpus, top_k=10)
+    shortlist = BM25Retriever().retrieve(QUERIES, corpus, 2)
+    for query, docs in run.items():
+        assert set(docs) == set(shortlist[query])
+        logits = teacher.score([QUERIES[query]] * len(docs), [corpus[d] for d in docs], "asymmetric")
+        assert list(docs.values()) == pytest.approx((logits[:, 0] - logits[:, 1]).tolist(), abs=1e-5)
+        assert list(docs.values()) == sorted(docs.values(), reverse=True)
+
+
+def test_bm25_first_stage_finds_the_lexical_match(data):
+    corpus = load_retrieval(data["beir"]).corpus
+    run = BM25Retriever().retrieve({"q": "banana fruit"}, corpus, 1)
+    assert list(run["q"]) == ["d5"]
+
+
+def test_cli_evaluates_a_teacher_folder_by_reranking(data, tmp_path, capsys):
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama()).save_pretrained(tmp_path / "teacher")
+    tiny_tokenizer().save_pretrained(tmp_path / "teacher")
+    code, report, _ = run_cli(capsys, "--model", tmp_path / "teacher", "--sts", data["sts"],
+                              "--beir", data["beir"], "--rerank-depth", 3, "--batch-size", 4)
+    assert code == 0 and report["model_type"] == "teacher"
+    assert report["results"][1]["reranked"] == {"first_stage": "bm25", "depth": 3}
+
+
+def test_cosine_scorer_takes_any_object_with_encode():
+    class Encoder:  # only encode(texts, batch_size), as bi_encoder.BiEncoder
+        def encode(self, texts, batch_size=32):
+            return torch.tensor([[float(len(t)), 1.0] for t in texts])
+
+    scores = CosineScorer(Encoder()).score_pairs(["ab", "abcd"], ["ab", "a"], "symmetric")
+    expected = [1.0, (4 * 1 + 1) / ((17 ** 0.5) * (2 ** 0.5))]
+    assert scores.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_cli_evaluates_the_embedded_minilm_offline(data, capsys):
+    code, report, _ = run_cli(capsys, "--model", embedded_models.minilm_dir(), "--sts", data["sts"],
+                              "--device", "cpu")
+    assert code == 0 and report["model_type"] == "sentence-transformers"
+    assert report["results"][0]["spearman"] > 0.5
+
+
+def test_eval_file_missing_a_field_exits_2_naming_file_line_field(checkpoint, tmp_path, capsys):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"sentence1": "a cat", "sentence2": "a dog", "score": 1},
+                                                {"sentence1": "a cat", "score": 2}])
+    code, _, err = run_cli(capsys, "--model", checkpoint, "--sts", path)
+    assert code == 2 and "bad.jsonl:2: missing field 'sentence2'" in err
+
+
+def test_qrels_id_absent_from_corpus_exits_2(checkpoint, tmp_path, capsys):
+    folder = write_beir(tmp_path / "beir", qrels=[("q1", "nope", 1)])
+    code, _, err = run_cli(capsys, "--model", checkpoint, "--beir", folder)
+    assert code == 2 and "test.tsv:2: corpus-id 'nope' is not in" in err
+
+
+def test_empty_corpus_exits_2(checkpoint, tmp_path, capsys):
+    folder = write_beir(tmp_path / "beir", qrels=[], corpus={})
+    code, _, err = run_cli(capsys, "--model", checkpoint, "--beir", folder)
+    assert code == 2 and "corpus has no documents" in err
+
+
+def test_non_d2llm_checkpoint_where_one_is_required_exits_2(data, tmp_path, capsys):
+    BertModel(tiny_bert()).save_pretrained(tmp_path / "bert")
+    code, _, err = run_cli(capsys, "--model", tmp_path / "bert", "--model-type", "d2llm", "--sts", data["sts"])
+    assert code == 2 and "not a D2LLM checkpoint" in err and "'bert'" in err
+
+
+def test_unrecognised_model_asks_for_model_type(tmp_path):
+    BertModel(tiny_bert()).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="pass --model-type"):
+        detect_model_type(str(tmp_path / "bert"))
