@@ -110,10 +110,6 @@ class BiEncoder(nn.Module):
     def has_lora(self) -> bool:
         return hasattr(self.backbone, "peft_config")
 
-    def gradient_checkpointing_enable(self) -> None:
-        base = self.backbone.get_base_model() if self.has_lora else self.backbone
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
     # ------------------------------------------------------------------ embedding
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled ``[N, d]`` states of ``[N, T]`` tokens; positions count real tokens, so padding side is free."""

@@ -1,0 +1,159 @@
+"""SciFact NDCG@10 of the bi-encoder baseline with and without BeLLM's bidirectional layer and LLM-QL pre-training.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_bellm_llmql.py [--work /tmp/bench_bellm] [--queries 40] ...
+
+A small, seeded slice so that it runs on a CPU: the first ``--queries`` judged test queries, a corpus of their
+relevant documents plus random others (``--corpus`` in all), ``--train-pairs`` (query, positive) pairs of the
+train split. Rows: starting backbone (the embedded SmolLM2, or it after ``--ql-steps`` of LLM-QL on the train
+pairs) x ``bidirectional_layers`` in {0, 1} x {zero-shot, ``--steps`` LoRA steps of InfoNCE + AnglE}.
+Resumable: every finished row is stored in ``WORK/results.json`` and skipped on a rerun, the dense base model and
+the QL backbone are built once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bi_encoder import BELLM_PROMPT, BiEncoder, train_step  # noqa: E402
+from evaluation.loaders import load_retrieval  # noqa: E402
+from evaluation.metrics import retrieval  # noqa: E402
+
+DATA = "/work/shared/data/en/scifact"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=DATA, help="BEIR folder of SciFact")
+    parser.add_argument("--work", default="/tmp/bench_bellm", help="cache, backbones and results.json")
+    parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--corpus", type=int, default=200)
+    parser.add_argument("--train-pairs", type=int, default=192)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per text")
+    parser.add_argument("--steps", type=int, default=24, help="contrastive LoRA steps")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--ql-steps", type=int, default=24)
+    parser.add_argument("--ql-lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def base_backbone(work: Path) -> str:
+    """The embedded SmolLM2 as a dense causal-LM folder (unpacking the GGUF once)."""
+    folder = work / "smollm2"
+    if not (folder / "model.safetensors").exists():
+        from transformers import AutoModelForCausalLM
+
+        from backbones import load_backbone
+        from embedded_models import smollm2_gguf
+
+        model, tokenizer = load_backbone(AutoModelForCausalLM, smollm2_gguf())
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def data_slice(args: argparse.Namespace) -> tuple[dict, dict, dict, list[dict]]:
+    """(queries, corpus, qrels) of the test slice and the train pairs, all seeded."""
+    test, train = load_retrieval(args.data, "test"), load_retrieval(args.data, "train")
+    rng = random.Random(args.seed)
+    query_ids = sorted(test.qrels, key=int)[: args.queries]
+    relevant = sorted({doc for query in query_ids for doc in test.qrels[query]})
+    others = sorted(set(test.corpus) - set(relevant))
+    docs = relevant + rng.sample(others, max(0, args.corpus - len(relevant)))
+    pairs = [{"query": train.queries[query], "positive": train.corpus[doc]}
+             for query in sorted(train.qrels, key=int) for doc in sorted(train.qrels[query])]
+    pairs = rng.sample(pairs, min(args.train_pairs, len(pairs)))
+    return ({q: test.queries[q] for q in query_ids}, {d: test.corpus[d] for d in docs},
+            {q: test.qrels[q] for q in query_ids}, pairs)
+
+
+def ql_backbone(work: Path, base: str, pairs: list[dict], args: argparse.Namespace) -> str:
+    folder = work / "ql"
+    if not (folder / "model.safetensors").exists():
+        from pretrain_ql import main
+
+        data = work / "train_pairs.jsonl"
+        data.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+        main(["--model_name_or_path", base, "--train_data", str(data), "--output_dir", str(folder),
+              "--max_document_length", str(args.max_length), "--max_query_length", "48", "--lora_r",
+              str(args.lora_r), "--max_steps", str(args.ql_steps), "--per_device_train_batch_size",
+              str(args.batch_size), "--learning_rate", str(args.ql_lr), "--logging_steps", "4",
+              "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--seed", str(args.seed)])
+    return str(folder)
+
+
+def ndcg_at_10(encoder: BiEncoder, queries: dict, corpus: dict, qrels: dict) -> float:
+    doc_ids = list(corpus)
+    scores = BiEncoder.similarity(encoder.encode(list(queries.values()), batch_size=16),
+                                  encoder.encode([corpus[d] for d in doc_ids], batch_size=16))
+    run = {q: {doc_ids[j]: float(s) for j, s in enumerate(row)} for q, row in zip(queries, scores.tolist())}
+    return retrieval(run, qrels)["ndcg_at_10"]
+
+
+def fine_tune(encoder: BiEncoder, pairs: list[dict], args: argparse.Namespace) -> None:
+    encoder.enable_lora(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0)
+    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=args.lr)
+    rng = random.Random(args.seed)
+    for step in range(args.steps):
+        batch = rng.sample(pairs, args.batch_size)
+        parts = train_step(encoder, optimizer, {"queries": [p["query"] for p in batch],
+                                                "positives": [p["positive"] for p in batch]})
+        if step % 4 == 0 or step == args.steps - 1:
+            print(f"    step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()), flush=True)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results_file = work / "results.json"
+    settings = {key: value for key, value in vars(args).items() if key != "work"}
+    saved = json.loads(results_file.read_text()) if results_file.exists() else {"settings": settings, "rows": {}}
+    if saved["settings"] != settings:
+        raise SystemExit(f"{results_file} holds results of other settings {saved['settings']}: use another --work")
+    results = saved["rows"]
+    queries, corpus, qrels, pairs = data_slice(args)
+    print(f"slice: {len(queries)} queries, {len(corpus)} documents, {len(pairs)} train pairs", flush=True)
+    base = base_backbone(work)
+    starts = {"SmolLM2": base, "SmolLM2 + LLM-QL": None}
+    for start_name in starts:
+        for k in (0, 1):
+            for trained in (False, True):
+                row = f"{start_name} | k={k} | {'InfoNCE+AnglE LoRA' if trained else 'zero-shot'}"
+                if row in results:
+                    continue
+                if starts[start_name] is None:
+                    starts[start_name] = ql_backbone(work, base, pairs, args)
+                began = time.time()
+                torch.manual_seed(args.seed)
+                encoder = BiEncoder.from_pretrained(starts[start_name], attn_implementation="sdpa", pooling="mean",
+                                                    prompt_template=BELLM_PROMPT, max_seq_length=args.max_length,
+                                                    bidirectional_layers=k)
+                if trained:
+                    fine_tune(encoder, pairs, args)
+                results[row] = {"ndcg_at_10": ndcg_at_10(encoder, queries, corpus, qrels),
+                                "seconds": round(time.time() - began)}
+                results_file.write_text(json.dumps(saved, indent=2))
+                print(f"{row}: NDCG@10 {results[row]['ndcg_at_10']:.4f} ({results[row]['seconds']} s)", flush=True)
+    print(f"\nSciFact slice ({len(queries)} test queries, {len(corpus)} documents), NDCG@10 of the bi-encoder")
+    print("| backbone | bidirectional_layers | training | NDCG@10 |\n| --- | --- | --- | --- |")
+    for row, value in results.items():
+        backbone, k, training = row.split(" | ")
+        print(f"| {backbone} | {k[2:]} | {training} | {value['ndcg_at_10']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
