@@ -63,7 +63,7 @@ def load_retrieval(source: str, split: str = "test") -> RetrievalData:
     if os.path.isdir(source):
         corpus_name = os.path.join(source, "corpus.jsonl")
         corpus = read_corpus(corpus_name)
-        queries = _texts(_local(os.path.join(source, "queries.jsonl")), _query_text)
+        queries = read_queries(os.path.join(source, "queries.jsonl"))
         qrels_rows = _local(os.path.join(source, "qrels", f"{split}.tsv"))
     else:
         corpus_name = f"{source} (corpus)"
@@ -89,6 +89,11 @@ def load_retrieval(source: str, split: str = "test") -> RetrievalData:
 def read_corpus(path: str) -> dict[str, str]:
     """``{_id: passage}`` of a BEIR ``corpus.jsonl``; a passage is its title and text joined by a space."""
     return _texts(_local(path), beir_document_text)
+
+
+def read_queries(path: str) -> dict[str, str]:
+    """``{_id: text}`` of a BEIR ``queries.jsonl``."""
+    return _texts(_local(path), _query_text)
 
 
 # ---------------------------------------------------------------------------------------------- internals
