@@ -141,7 +141,11 @@ def load_scored(path: str, split: str):
                 raise ValueError(f"{path} has splits {list(loaded)}, not {split!r}")
             loaded = loaded[split]
         return loaded
-    return datasets.load_dataset(path, split=split)
+    try:
+        return datasets.load_dataset(path, split=split)
+    except Exception as error:  # offline, unknown id, ...: say what was tried
+        raise ValueError(f"{path} is not a save_to_disk folder, and loading it as a hub dataset failed: "
+                         f"{error}") from error
 
 
 def build_model(args: ModelArguments) -> D2LLMModel:

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from datasets import Dataset
 
-from schema import SCORED_BATCH_FEATURES
+if __name__ == "__main__":  # run as a script: the repository root holds schema.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from schema import SCORED_BATCH_FEATURES  # noqa: E402
 
 TOPICS = (
     ("cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "mat", "log"),
