@@ -67,30 +67,51 @@ class SearchIndex:
     @classmethod
     def build(cls, model: Any, corpus: dict[str, str], task: str = "asymmetric", batch_size: int = 32) -> "SearchIndex":
         """Encode ``corpus`` (``{id: text}``) with the task's passage instruction."""
-        empty = torch.empty(0, model.config.embedding_size)
-        index = cls([], empty, torch.empty(0, model.config.iem_hidden_size), task, model_fingerprint(model))
+        index = cls.from_embeddings(model, [], torch.empty(0, model.config.embedding_size), task)
         index.add(model, corpus, batch_size)
+        return index
+
+    @classmethod
+    def from_embeddings(cls, model: Any, ids: Sequence[str], embeddings: torch.Tensor,
+                        task: str = "asymmetric") -> "SearchIndex":
+        """An index over passage embeddings computed elsewhere (``[N, D]``, one row per id)."""
+        index = cls([], torch.empty(0, model.config.embedding_size), torch.empty(0, model.config.iem_hidden_size),
+                    task, model_fingerprint(model))
+        index.add_embeddings(model, ids, embeddings)
         return index
 
     def add(self, model: Any, corpus: dict[str, str], batch_size: int = 32) -> int:
         """Encode and append new documents only; an id already in the index is refused. Returns how many."""
         self.check_model(model)
-        known = set(self.ids)
-        clashes = [doc for doc in corpus if doc in known]
-        if clashes:
-            raise SearchError(f"{len(clashes)} ids are already in the index, e.g. {clashes[:3]}")
+        self._check_new_ids(corpus)
         if not corpus:
             return 0
         with torch.no_grad():
             embeddings = model.encode_document(list(corpus.values()), task=self.task, batch_size=batch_size,
-                                               convert_to_tensor=True).float().cpu()
+                                               convert_to_tensor=True)
+        return self.add_embeddings(model, list(corpus), embeddings)
+
+    def add_embeddings(self, model: Any, ids: Sequence[str], embeddings: torch.Tensor) -> int:
+        """Append documents by their embeddings (their IEM projections are computed here). Returns how many."""
+        self.check_model(model)
+        self._check_new_ids(ids)
+        if len(ids) != len(embeddings):
+            raise SearchError(f"{len(ids)} ids but {len(embeddings)} embeddings")
+        with torch.no_grad():
+            embeddings = embeddings.float().cpu()
             projections = model.project_passages(embeddings).float().cpu()
-        self.ids += list(corpus)
+        self.ids += list(ids)
         self.embeddings = torch.cat([self.embeddings, embeddings])
         self.projections = torch.cat([self.projections, projections])
         if self._faiss is not None:
-            self._faiss.add(embeddings.numpy())
-        return len(corpus)
+            self._faiss.add(embeddings.contiguous().numpy())
+        return len(ids)
+
+    def _check_new_ids(self, ids) -> None:
+        known = set(self.ids)
+        clashes = [doc for doc in ids if doc in known]
+        if clashes or len(set(ids)) != len(ids):
+            raise SearchError(f"ids must be new and unique; already in the index: {clashes[:3]}")
 
     def __len__(self) -> int:
         return len(self.ids)

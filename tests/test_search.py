@@ -73,7 +73,7 @@ def test_adding_documents_encodes_only_the_new_ones(model, monkeypatch):
 
 
 def test_adding_a_known_id_is_refused(model, index):
-    with pytest.raises(SearchError, match="already in the index"):
+    with pytest.raises(SearchError, match="already in the index: \[.d1.\]"):
         index.add(model, {"d1": "paris again"})
 
 
@@ -134,3 +134,16 @@ def test_cli_refuses_a_non_d2llm_checkpoint_and_a_missing_index(tmp_path, capsys
     checkpoint = save_tiny_d2llm(tmp_path / "ckpt")
     assert main(["query", "--model", str(checkpoint), "--index", str(tmp_path / "none"), "--query", "a"]) == 2
     assert "not a search index" in capsys.readouterr().err
+
+
+def test_index_from_precomputed_embeddings_searches_exactly(model):
+    torch.manual_seed(0)
+    passages, queries = torch.randn(50, model.config.embedding_size), torch.randn(4, model.config.embedding_size)
+    index = SearchIndex.from_embeddings(model, [f"p{i}" for i in range(50)], passages)
+    with torch.no_grad():
+        best = torch.topk(model.similarity(queries, passages), 5, dim=1)
+    expected = [[(f"p{i}", s) for i, s in zip(row_i, row_s)]
+                for row_i, row_s in zip(best.indices.tolist(), best.values.tolist())]
+    assert_same_hits(index.search(model, queries, top_k=5), expected)
+    with pytest.raises(SearchError, match="ids but"):
+        index.add_embeddings(model, ["x"], passages[:2])
