@@ -179,7 +179,8 @@ class YesNoTeacher:
         sequences = self.encode_pairs(queries, passages, task, language)
         answer_ids = torch.tensor(self.answer_ids(task, language))
         logits = torch.empty(len(sequences), 2)
-        features = torch.empty(len(sequences), self.model.config.get_text_config().hidden_size) if return_features else None
+        hidden_size = self.model.config.get_text_config().hidden_size
+        features = torch.empty(len(sequences), hidden_size) if return_features else None
         for indices in tqdm(length_sorted_batches(sequences, batch_size), desc="teacher", unit="batch",
                             disable=not show_progress):
             batch_logits, batch_features = self.forward(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-from datasets import Dataset
+import json
 
+import pytest
+from datasets import Dataset, load_from_disk
+
+from preprocess import mining, readers
 from preprocess.mining import BM25Retriever, MiningConfig, mine, normalise, reciprocal_rank_fusion
 from preprocess.readers import DataError
 from schema import EXAMPLE_FEATURES, MINED_FEATURES
@@ -94,3 +97,15 @@ def test_chinese_text_is_segmented_with_jieba():
 
 def test_reciprocal_rank_fusion_orders_by_summed_reciprocal_ranks_then_index():
     assert reciprocal_rank_fusion([[3, 1, 2], [1, 3, 0]], constant=0) == [1, 3, 0, 2]
+
+
+def test_the_read_and_mine_commands_write_datasets_that_load_back(tmp_path):
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps({"sentence1": q, "sentence2": p, "score": 5.0}) + "\n"
+                              for q, p in zip(CORPUS[::2], CORPUS[1::2])))
+    readers.main([str(source), "--output", str(tmp_path / "read")])
+    mining.main(["--input", str(tmp_path / "read"), "--output", str(tmp_path / "mined"), "--k", "4",
+                 "--methods", "bm25"])
+    mined = load_from_disk(str(tmp_path / "mined"))
+    assert mined.features == MINED_FEATURES and len(mined) == len(CORPUS) // 2
+    assert all(len(negatives) == 4 for negatives in mined["negatives"])
