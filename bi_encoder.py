@@ -135,7 +135,8 @@ class BiEncoder(nn.Module):
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """``[N, d]`` pooled embeddings of texts, with gradients (one padded batch)."""
         device = next(self.parameters()).device
-        return self(**{key: value.to(device) for key, value in self.tokenize(texts).items()})
+        batch = self.tokenize(texts)
+        return self(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
