@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import MistralConfig
+from transformers import LlamaModel, MistralConfig
 
 from configuration_d2llm import D2LLMConfig
 from modeling_d2llm import D2LLMModel
@@ -136,3 +136,14 @@ def test_save_and_automodel_reload_keep_bidirectional_layers(tmp_path):
     torch.testing.assert_close(load_file(out)["embeddings"], expected, atol=1e-5, rtol=1e-5)
     reloaded = D2LLMModel.from_pretrained(tmp_path / "ckpt").eval()
     assert changed_layers(reloaded) == [False] * LAYERS + [True]
+
+
+def test_lora_adapter_checkpoint_reloads_with_bidirectional_layers(tmp_path):
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    LlamaModel(tiny_llama(num_hidden_layers=LAYERS)).save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    model = D2LLMModel.from_backbone(str(base), pma_num_heads=4, iem_hidden_size=16, bidirectional_layers=1)
+    model.enable_lora(r=4).save_pretrained(tmp_path / "adapter", merge_lora=False)
+    reloaded = D2LLMModel.from_pretrained(tmp_path / "adapter").eval()
+    assert reloaded.has_lora and changed_layers(reloaded) == [False] * LAYERS + [True]
