@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, AutoTokenizer, GgufConfig, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 try:  # inside the dynamic-module package of a saved checkpoint
@@ -196,8 +196,8 @@ class D2LLMModel(D2LLMPreTrainedModel):
         if gguf_file is None and str(name_or_path).endswith(".gguf"):
             name_or_path, gguf_file = os.path.split(os.path.abspath(name_or_path))
         load_kwargs: dict[str, Any] = {"attn_implementation": attn_implementation or default_attn_implementation()}
-        if gguf_file is not None:
-            load_kwargs["gguf_file"] = gguf_file
+        if gguf_file is not None:  # unpacked into plain dense weights, which train and save
+            load_kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True))
         if dtype is not None:
             load_kwargs["dtype"] = dtype
         tokenizer = load_tokenizer(name_or_path, gguf_file=gguf_file)
