@@ -122,3 +122,15 @@ def test_a_run_with_other_settings_refuses_the_existing_output(teacher, rows, tm
     score_dataset(rows, teacher, tmp_path / "out", ScoringConfig(batch_size=B))
     with pytest.raises(FileExistsError, match="not scored from these inputs"):
         score_dataset(rows, teacher, tmp_path / "out", ScoringConfig(batch_size=B, seed=1))
+
+
+def test_processes_score_disjoint_shards_that_merge_into_the_single_process_dataset(teacher, rows, tmp_path):
+    config = ScoringConfig(batch_size=B, shard_batches=1)
+    reference = score_dataset(rows, teacher, tmp_path / "reference", config)
+    output = tmp_path / "parallel"
+    first, second = CrashingTeacher(teacher), CrashingTeacher(teacher)
+    assert score_dataset(rows, first, output, config, process_index=0, num_processes=2) is None  # waits for 1
+    assert score_dataset(rows, second, output, config, process_index=1, num_processes=2) is None  # never merges
+    assert first.queries and second.queries and not first.queries & second.queries
+    assert score_dataset(rows, teacher, output, config, process_index=0, num_processes=2).to_list() == \
+        reference.to_list()
