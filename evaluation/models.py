@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from bi_encoder import SETTINGS_FILE as BI_ENCODER_FILE
-from evaluation.scorers import BM25Retriever, CosineScorer, CrossEncoderScorer, D2LLMScorer, Scorer
+from evaluation.scorers import BM25FirstStage, CosineScorer, CrossEncoderScorer, D2LLMScorer, Scorer
 
 MODEL_TYPES = ("d2llm", "sentence-transformers", "bi-encoder", "teacher")
 
@@ -84,7 +84,7 @@ def load_scorer(
 
     teacher = YesNoTeacher.from_pretrained(name_or_path, adapter=teacher_adapter, language=language, device=device)
     if first_stage == "bm25":
-        retriever = BM25Retriever(language)
+        retriever = BM25FirstStage(language)
     else:
         retriever = load_scorer(first_stage, batch_size=batch_size, device=device)
         if isinstance(retriever, CrossEncoderScorer):

@@ -7,7 +7,7 @@
 * :class:`CrossEncoderScorer`: a yes/no LLM cross-encoder (``preprocess.teacher.YesNoTeacher`` or anything with its
   ``score``); scores are the yes/no log-odds ``l_yes - l_no``, a monotone function of the teacher probability, so
   every (rank-based) metric equals the probability's. It cannot score a whole corpus: retrieval reranks the
-  ``depth`` best documents of a first stage (BM25 by default).
+  ``depth`` best documents of a first stage (BM25 by default, ``BM25FirstStage``).
 
 All of them answer ``score_pairs(first, second, task) -> [N]`` and
 ``retrieve(queries, corpus, top_k, task) -> {query_id: {doc_id: score}}``.
@@ -143,6 +143,8 @@ class CrossEncoderScorer(Scorer):
 
     @torch.no_grad()
     def score_pairs(self, first: Sequence[str], second: Sequence[str], task: str) -> np.ndarray:
+        if not len(first):
+            return np.empty(0, dtype=np.float32)
         logits = torch.as_tensor(self.teacher.score(list(first), list(second), task, batch_size=self.batch_size,
                                                     show_progress=len(first) > 8 * self.batch_size))
         if logits.shape != (len(first), 2):
@@ -159,38 +161,22 @@ class CrossEncoderScorer(Scorer):
         return {query: dict(sorted(docs.items(), key=lambda item: -item[1])[:top_k]) for query, docs in run.items()}
 
 
-class BM25Retriever:
-    """Lexical first stage (bm25s): English is lower-cased, stop-worded and stemmed; Chinese is cut by jieba."""
+class BM25FirstStage:
+    """Lexical first stage: ``preprocess.mining.BM25Retriever`` (bm25s; English stemming and stop words, jieba
+    for ``zh``); documents sharing no term with a query are left out. Run scores are negative ranks: a
+    reranker needs only the order."""
 
     name = "bm25"
 
     def __init__(self, language: str = "en") -> None:
         self.language = language
 
-    def tokenize(self, texts: Sequence[str]) -> list[list[str]]:
-        import bm25s
-
-        if self.language == "zh":
-            import jieba
-
-            return [[token for token in jieba.lcut(text) if token.strip()] for text in texts]
-        stemmer = None
-        if self.language == "en":
-            import Stemmer
-
-            stemmer = Stemmer.Stemmer("english")
-        return bm25s.tokenize(list(texts), stopwords="en" if self.language == "en" else [],
-                              stemmer=stemmer, return_ids=False, show_progress=False)
-
     def retrieve(self, queries: dict[str, str], corpus: dict[str, str], top_k: int, task: str = "asymmetric") -> Run:
-        import bm25s
+        from preprocess.mining import BM25Retriever
 
-        doc_ids, query_ids = list(corpus), list(queries)
-        index = bm25s.BM25()
-        index.index(self.tokenize([corpus[i] for i in doc_ids]), show_progress=False)
-        found, scores = index.retrieve(self.tokenize([queries[i] for i in query_ids]), k=min(top_k, len(doc_ids)),
-                                       show_progress=False)
-        return _as_run(query_ids, doc_ids, torch.as_tensor(scores), torch.as_tensor(found))
+        doc_ids = list(corpus)
+        ranked = BM25Retriever([corpus[i] for i in doc_ids], self.language).search(list(queries.values()), top_k)
+        return {query: {doc_ids[d]: -float(rank) for rank, d in enumerate(docs)} for query, docs in zip(queries, ranked)}
 
 
 def _as_run(query_ids: list[str], doc_ids: list[str], scores: torch.Tensor, indices: torch.Tensor) -> Run:
