@@ -21,7 +21,7 @@ Command line::
 
     python -m preprocess.mining --input READ_DIR --output MINED_DIR [--k 7] [--methods bm25 dense]
         [--depth 100] [--skip-top 2] [--max-relative-score 0.95] [--sample-pool 0] [--seed 0]
-        [--dense-model PATH] [--faiss] [--device cpu]
+        [--dense-model PATH] [--dense-max-tokens N] [--faiss] [--device cpu]
 
 ``READ_DIR`` is what ``python -m preprocess.readers`` wrote; the output is a ``datasets`` dataset with
 ``schema.MINED_FEATURES`` (the examples plus ``negatives``), saved with ``save_to_disk``.
@@ -59,6 +59,7 @@ class MiningConfig:
     seed: int = 0
     rrf_constant: int = 60
     dense_model: str | None = None
+    dense_max_tokens: int | None = None
     use_faiss: bool = False
     batch_size: int = 64
     device: str | None = None
@@ -130,12 +131,14 @@ class DenseRetriever:
     """A sentence-transformers bi-encoder; cosine similarities by exact inner product (numpy or faiss)."""
 
     def __init__(self, corpus: Sequence[str], model_name_or_path: str | None = None, *, batch_size: int = 64,
-                 device: str | None = None, use_faiss: bool = False) -> None:
+                 device: str | None = None, use_faiss: bool = False, max_tokens: int | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         from embedded_models import minilm_dir
 
         self.model = SentenceTransformer(model_name_or_path or minilm_dir(), device=device)
+        if max_tokens is not None:
+            self.model.max_seq_length = max_tokens
         self.batch_size = batch_size
         self.corpus_embeddings = self.embed(corpus)
         self.faiss_index = None
@@ -208,7 +211,7 @@ def mine(examples: Dataset, corpus: Sequence[str], config: MiningConfig | None =
     if "dense" in config.methods:
         started = time.perf_counter()
         dense = DenseRetriever(corpus, config.dense_model, batch_size=config.batch_size, device=config.device,
-                               use_faiss=config.use_faiss)
+                               use_faiss=config.use_faiss, max_tokens=config.dense_max_tokens)
         query_vectors = dict(zip(unique_queries, dense.embed(unique_queries)))
         rankings.append(dense.search(np.stack(list(query_vectors.values())), depth))
         distinct_positives = list(dict.fromkeys(positives))
@@ -261,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sample-pool", type=int, default=0, help="draw K among the first N eligible (0: top K)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--dense-model", help="sentence-transformers model (default: embedded all-MiniLM-L6-v2)")
+    parser.add_argument("--dense-max-tokens", type=int, help="truncate texts for the dense model (default: its own)")
     parser.add_argument("--faiss", action="store_true", help="search with a faiss IndexFlatIP")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--device")
@@ -270,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = MiningConfig(k=args.k, methods=tuple(args.methods), depth=args.depth, skip_top=args.skip_top,
                           max_relative_score=args.max_relative_score if args.max_relative_score > 0 else None,
                           sample_pool=args.sample_pool or None, seed=args.seed, dense_model=args.dense_model,
-                          use_faiss=args.faiss, batch_size=args.batch_size, device=args.device)
+                          dense_max_tokens=args.dense_max_tokens, use_faiss=args.faiss, batch_size=args.batch_size, device=args.device)
     started = time.perf_counter()
     mined, report = mine(examples, corpus, config)
     mined.save_to_disk(args.output)
