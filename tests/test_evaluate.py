@@ -118,6 +118,18 @@ def test_cli_evaluates_a_teacher_folder_by_reranking(data, tmp_path, capsys):
     assert report["results"][1]["reranked"] == {"first_stage": "bm25", "depth": 3}
 
 
+def test_teacher_can_rerank_a_bi_encoder_shortlist_but_not_a_cross_encoder_one(checkpoint, data, tmp_path, capsys):
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama()).save_pretrained(tmp_path / "teacher")
+    tiny_tokenizer().save_pretrained(tmp_path / "teacher")
+    code, report, _ = run_cli(capsys, "--model", tmp_path / "teacher", "--beir", data["beir"],
+                              "--first-stage", checkpoint, "--rerank-depth", 2)
+    assert code == 0 and report["results"][0]["reranked"] == {"first_stage": str(checkpoint), "depth": 2}
+    code, _, err = run_cli(capsys, "--model", tmp_path / "teacher", "--beir", data["beir"],
+                           "--first-stage", tmp_path / "teacher")
+    assert code == 2 and "is a cross-encoder" in err
+
+
 def test_cosine_scorer_takes_any_object_with_encode():
     class Encoder:  # only encode(texts, batch_size), as bi_encoder.BiEncoder
         def encode(self, texts, batch_size=32):
