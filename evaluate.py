@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              batch_size=args.batch_size, rerank_depth=args.rerank_depth,
                              first_stage=args.first_stage, device=args.device)
         results = run(scorer, jobs)
-    except (DataError, ModelError) as error:
+    except (DataError, ModelError, metrics.MetricError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     report = {"model": args.model, "model_type": kind, "results": results}

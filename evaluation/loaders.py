@@ -54,8 +54,12 @@ def load_graded_pairs(source: str, split: str = "test") -> Pairs:
 
 
 def load_labelled_pairs(source: str, split: str = "test") -> Pairs:
-    """Pair-classification data; ``gold`` is True for ``entailment`` or 1."""
-    return _load_pairs(source, split, "label", _as_positive)
+    """Pair-classification data; ``gold`` is True for ``entailment`` or 1. Both classes must occur."""
+    pairs = _load_pairs(source, split, "label", _as_positive)
+    if pairs.gold.all() or not pairs.gold.any():
+        raise DataError(f"{source}: all {len(pairs.gold)} pairs are {'positive' if pairs.gold.all() else 'negative'}; "
+                        "pair classification needs both classes")
+    return pairs
 
 
 def load_retrieval(source: str, split: str = "test") -> RetrievalData:

@@ -14,13 +14,17 @@ RETRIEVAL_MEASURES = {"ndcg_at_10": "ndcg_cut_10", "recall_at_100": "recall_100"
 MRR_DEPTH = 10
 
 
+class MetricError(ValueError):
+    """A metric that is undefined for these scores or labels (constant scores, a single class, ...)."""
+
+
 def spearman(scores: Sequence[float], gold: Sequence[float]) -> float:
     """Spearman rank correlation of predicted ``scores`` against ``gold`` (scipy; ties get average ranks)."""
     from scipy.stats import spearmanr
 
     scores, gold = _paired(scores, gold)
     if np.ptp(scores) == 0 or np.ptp(gold) == 0:
-        raise ValueError("Spearman correlation is undefined when the scores or the gold values are all equal")
+        raise MetricError("Spearman correlation is undefined when the scores or the gold values are all equal")
     return float(spearmanr(scores, gold).statistic)
 
 
@@ -37,7 +41,7 @@ def pair_classification(scores: Sequence[float], labels: Sequence[bool]) -> dict
     positives = int(labels.sum())
     negatives = len(labels) - positives
     if positives == 0 or negatives == 0:
-        raise ValueError(f"pair classification needs both classes; got {positives} positive and {negatives} negative")
+        raise MetricError(f"pair classification needs both classes; got {positives} positive and {negatives} negative")
     false_rate, true_rate, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     accuracies = (true_rate * positives + (1.0 - false_rate) * negatives) / len(labels)
     best = int(np.argmax(accuracies))
@@ -60,7 +64,7 @@ def retrieval(
     import pytrec_eval
 
     if not qrels:
-        raise ValueError("no judged queries")
+        raise MetricError("no judged queries")
     qrels = {query: {doc: int(grade) for doc, grade in docs.items()} for query, docs in qrels.items()}
     run = {query: {doc: float(score) for doc, score in run.get(query, {}).items()} for query in qrels}
     full = pytrec_eval.RelevanceEvaluator(qrels, set(RETRIEVAL_MEASURES.values())).evaluate(run)
@@ -84,9 +88,9 @@ def _best(docs: Mapping[str, float], depth: int) -> list[tuple[str, float]]:
 def _paired(first: Sequence, second: Sequence) -> tuple[np.ndarray, np.ndarray]:
     first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
     if first.shape != second.shape or first.ndim != 1:
-        raise ValueError(f"need two 1-d sequences of one length, got shapes {first.shape} and {second.shape}")
+        raise MetricError(f"need two 1-d sequences of one length, got shapes {first.shape} and {second.shape}")
     if len(first) < 2:
-        raise ValueError(f"need at least 2 pairs, got {len(first)}")
+        raise MetricError(f"need at least 2 pairs, got {len(first)}")
     if not np.isfinite(first).all():
-        raise ValueError("scores contain NaN or infinity")
+        raise MetricError("scores contain NaN or infinity")
     return first, second

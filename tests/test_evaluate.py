@@ -176,3 +176,9 @@ def test_unrecognised_model_asks_for_model_type(tmp_path):
     BertModel(tiny_bert()).save_pretrained(tmp_path / "bert")
     with pytest.raises(ValueError, match="pass --model-type"):
         detect_model_type(str(tmp_path / "bert"))
+
+
+def test_constant_scores_exit_2_with_the_metric_named(data, capsys, monkeypatch):
+    monkeypatch.setattr(CosineScorer, "pairwise", lambda self, q, p, task: torch.zeros(len(q)))
+    code, _, err = run_cli(capsys, "--model", embedded_models.minilm_dir(), "--sts", data["sts"], "--device", "cpu")
+    assert code == 2 and "Spearman correlation is undefined" in err

@@ -79,3 +79,9 @@ def test_duplicate_document_id_is_refused(tmp_path):
                 + [{"_id": "d1", "text": "again"}])
     with pytest.raises(DataError, match=r"corpus\.jsonl:7: duplicate _id 'd1'"):
         load_retrieval(str(folder))
+
+
+def test_labelled_pairs_of_a_single_class_are_refused(tmp_path):
+    path = write_jsonl(tmp_path / "one.jsonl", [{"sentence1": "a", "sentence2": "b", "label": "neutral"}] * 3)
+    with pytest.raises(DataError, match="all 3 pairs are negative"):
+        load_labelled_pairs(str(path))
