@@ -193,7 +193,7 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable_state(model: nn.Module, checkpoint_dir: str) -> None:
-    """Restore ``TRAINABLE_STATE_FILE`` from a checkpoint; every trainable parameter must be there, nothing else."""
+    """Restore ``TRAINABLE_STATE_FILE`` from a checkpoint: exactly the trainable parameters, in their shapes."""
     from safetensors.torch import load_file
 
     path = os.path.join(checkpoint_dir, TRAINABLE_STATE_FILE)
@@ -201,11 +201,12 @@ def load_trainable_state(model: nn.Module, checkpoint_dir: str) -> None:
         raise FileNotFoundError(f"{checkpoint_dir} holds no {TRAINABLE_STATE_FILE}: a LoRA run resumes only from "
                                 "checkpoints written by D2LLMTrainer")
     state = load_file(path)
-    expected = set(trainable_state_dict(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match this model's trainable parameters: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]} (was the LoRA configuration changed?)")
+    live = trainable_state_dict(model)
+    missing, unexpected = sorted(set(live) - set(state)), sorted(set(state) - set(live))
+    reshaped = sorted(name for name in set(live) & set(state) if state[name].shape != live[name].shape)
+    if missing or unexpected or reshaped:
+        raise ValueError(f"{path} does not match this model's trainable parameters: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}, other shape {reshaped[:3]} (was LoRA configured differently?)")
     model.load_state_dict(state, strict=False)
 
 

@@ -1,8 +1,8 @@
 """A synthetic teacher-scored dataset in ``schema.SCORED_BATCH_FEATURES``, with a learnable signal.
 
 Texts are bags of words from six topics (all in ``tiny.WORDS``, so the tiny tokenizer knows them). A query asks
-about two words of a topic and its positive repeats them with a third; a hard negative may repeat one of them
-among words of another topic; the synthetic "teacher" says yes in proportion to how much of a candidate's words
+about two words of a topic and its positive repeats them with a third; a hard negative holds words of another
+topic and maybe one other word of the query's topic; the synthetic "teacher" says yes in proportion to how much of a candidate's words
 belong to the query's topic. Teacher features of a
 pair are the candidate's topic histogram plus half the query's, so the cosine matrices carry the same signal.
 
@@ -72,8 +72,9 @@ def scored_row(rng: random.Random, batch_id: int, batch_size: int, num_negatives
         row_negatives = []
         for _ in range(num_negatives):
             other = rng.choice([t for t in range(len(TOPICS)) if t != topic])
-            shared = rng.randint(0, 1)  # a hard negative may repeat one of the query's words
-            row_negatives.append(["the"] + rng.sample(asked[:2], shared) + _words(rng, other, 3 - shared))
+            shared = rng.randint(0, 1)  # a hard negative may hold another word of the query's topic
+            unasked = [word for word in TOPICS[topic] if word not in asked]
+            row_negatives.append(["the"] + rng.sample(unasked, shared) + _words(rng, other, 3 - shared))
         negative_words.append(row_negatives)
     hard, features = [], []
     for topic, query, positive, negatives in zip(topics, query_words, positive_words, negative_words):
@@ -123,6 +124,37 @@ def split_row(row: dict[str, Any], parts: int) -> list[dict[str, Any]]:
         piece["teacher_inbatch_logits"] = [line[rows] for line in row["teacher_inbatch_logits"][rows]]
         pieces.append(piece)
     return pieces
+
+
+# ---------------------------------------------------------------------- tiny students for the training tests
+def tiny_student(lora: bool = True, seed: int = 0, lora_dropout: float = 0.0, **config: Any):
+    """A ``D2LLMModel`` on ``tiny.tiny_llama`` with the tiny tokenizer (LoRA r = 4 on every linear layer)."""
+    import torch
+
+    from configuration_d2llm import D2LLMConfig
+    from modeling_d2llm import D2LLMModel
+    from tiny import tiny_llama, tiny_tokenizer
+
+    torch.manual_seed(seed)
+    settings = {"pma_num_heads": 4, "iem_hidden_size": 32, **config}
+    model = D2LLMModel(D2LLMConfig(backbone_config=tiny_llama(), **settings))
+    model.tokenizer = tiny_tokenizer()
+    if lora:
+        model.enable_lora(r=4, lora_alpha=8, lora_dropout=lora_dropout)
+    return model
+
+
+def save_tiny_backbone(path: str | Path, seed: int = 0) -> str:
+    """A tiny Llama backbone folder with its tokenizer (what ``train.py --model_name_or_path`` reads)."""
+    import torch
+    from transformers import LlamaModel
+
+    from tiny import tiny_llama, tiny_tokenizer
+
+    torch.manual_seed(seed)
+    LlamaModel(tiny_llama()).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
 
 
 def main() -> None:
