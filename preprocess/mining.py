@@ -30,6 +30,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import random
 import time
@@ -132,13 +133,10 @@ class DenseRetriever:
 
     def __init__(self, corpus: Sequence[str], model_name_or_path: str | None = None, *, batch_size: int = 64,
                  device: str | None = None, use_faiss: bool = False, max_tokens: int | None = None) -> None:
-        from sentence_transformers import SentenceTransformer
-
         from embedded_models import minilm_dir
 
-        self.model = SentenceTransformer(model_name_or_path or minilm_dir(), device=device)
-        if max_tokens is not None:
-            self.model.max_seq_length = max_tokens
+        self.model = _sentence_transformer(model_name_or_path or minilm_dir(), device)
+        self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.corpus_embeddings = self.embed(corpus)
         self.faiss_index = None
@@ -149,8 +147,13 @@ class DenseRetriever:
             self.faiss_index.add(self.corpus_embeddings)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=len(texts) > 5000).astype(np.float32)
+        default_length = self.model.max_seq_length
+        self.model.max_seq_length = self.max_tokens or default_length
+        try:
+            return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=len(texts) > 5000).astype(np.float32)
+        finally:
+            self.model.max_seq_length = default_length
 
     def search(self, query_embeddings: np.ndarray, depth: int, chunk: int = 256) -> list[list[int]]:
         depth = min(depth, len(self.corpus_embeddings))
@@ -163,6 +166,14 @@ class DenseRetriever:
             for row, candidates in zip(scores, top):
                 ranked.append(candidates[np.lexsort((candidates, -row[candidates]))].tolist())
         return ranked
+
+
+@functools.lru_cache(maxsize=2)
+def _sentence_transformer(name_or_path: str, device: str | None):
+    """Loaded once per process (mining several datasets, or tests, reuse it)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(name_or_path, device=device)
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], constant: int = 60) -> list[int]:
