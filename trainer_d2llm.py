@@ -320,6 +320,7 @@ class D2LLMTrainer(Trainer):
                      num_items_in_batch: torch.Tensor | int | None = None):
         """``L = L_CI + L_RI + L_FI`` of one stored batch (see ``distillation_losses``)."""
         student = self.accelerator.unwrap_model(model)
+        self._shard_aware_scoring(student)
         task = student.config.task_names[int(inputs["task_id"])]
         hard_logits = inputs["teacher_hard_logits"]
         size, candidates = hard_logits.shape[:2]
@@ -342,6 +343,16 @@ class D2LLMTrainer(Trainer):
             loss = loss + self._idle_branch_anchor(student, task)
         outputs = {"student_inbatch": student_inbatch, "student_hard": student_hard, **losses}
         return (loss, outputs) if return_outputs else loss
+
+    def _shard_aware_scoring(self, student: D2LLMModel) -> None:
+        """Under FSDP2 the IEM weights stay sharded outside ``forward``: make ``score`` and ``similarity`` gather
+        them like a forward (``register_fsdp_forward_method``; a no-op for a model FSDP does not wrap)."""
+        if self.is_fsdp_enabled and not getattr(student, "_d2llm_fsdp_scoring", False):
+            from torch.distributed.fsdp import register_fsdp_forward_method
+
+            for method in ("score", "similarity"):
+                register_fsdp_forward_method(student, method)
+            student._d2llm_fsdp_scoring = True
 
     def _idle_branch_anchor(self, student: D2LLMModel, task: str) -> torch.Tensor | float:
         """``0 * sum(idle branch weights)`` with several processes: DDP (``find_unused_parameters=False``) needs a
