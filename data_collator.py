@@ -23,7 +23,6 @@ from schema import SCORED_BATCH_COLUMNS
 
 REQUIRED_COLUMNS = ("task", "queries", "positives", "negatives", "teacher_hard_logits", "teacher_inbatch_logits",
                     "teacher_feature_cosine")
-TEACHER_COLUMNS = ("teacher_hard_logits", "teacher_inbatch_logits", "teacher_feature_cosine")
 
 
 class ScoredBatchError(ValueError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -301,3 +300,17 @@ def test_on_a_synthetic_task_the_loss_falls_and_heldout_ranking_improves(tmp_pat
     assert all(math.isfinite(total) for total in totals)
     assert totals[-1] < totals[0] - 0.5, totals
     assert after > before + 0.2, (before, after)
+
+
+def test_activation_checkpointing_is_non_reentrant_and_leaves_the_losses_unchanged(tmp_path):
+    dataset = scored_dataset(num_batches=2)
+    losses = {}
+    for checkpointing in (False, True):
+        trainer = D2LLMTrainer(tiny_student(), _args(tmp_path / str(checkpointing), max_steps=2,
+                                                     activation_checkpointing=checkpointing), train_dataset=dataset)
+        trainer.train()
+        losses[checkpointing] = [entry["total"] for _, entry in sorted(_step_losses(trainer).items())]
+    assert trainer.args.activation_checkpointing_kwargs == {"use_reentrant": False}
+    layers = trainer.model.backbone_model().layers
+    assert trainer.model.is_activation_checkpointing and all(layer.gradient_checkpointing for layer in layers)
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
