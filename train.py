@@ -176,11 +176,11 @@ def _is_d2llm_checkpoint(path: str) -> bool:
         return json.load(handle).get("model_type") == "d2llm"
 
 
-def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+def resolve_checkpoint(value: str | bool | None, output_dir: str) -> str | None:
     """``last`` (or ``true``): the newest ``checkpoint-*`` in ``output_dir``; a path: itself; None: no resuming."""
-    if value is None or value in ("", "false", "False"):
+    if value in (None, False, "", "false", "False"):
         return None
-    if value in RESUME_LAST:
+    if value is True or value in RESUME_LAST:
         last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
         if last is None:
             raise ValueError(f"resume_from_checkpoint={value!r} but {output_dir} holds no checkpoint-* folder")

@@ -69,9 +69,9 @@ def test_config_file_values_are_overridden_by_command_line_options(tmp_path):
         train.parse_arguments(["--output_dir", str(tmp_path)])
 
 
-def test_train_py_saves_a_merged_model_for_automodel_plus_adapter_and_model_card(tmp_path, backbone, scored):
+def test_train_py_saves_a_merged_model_for_automodel_plus_adapter_and_model_card_with_eval(tmp_path, backbone, scored):
     config = _config(tmp_path, backbone, scored, save_strategy="steps", save_steps=1)
-    trainer = train.main([config, "--save_adapter", "true"])
+    trainer = train.main([config, "--save_adapter", "true", "--eval_dataset", scored])
     output = tmp_path / "out"
     assert (output / "checkpoint-1" / TRAINABLE_STATE_FILE).is_file()
     assert not list(output.rglob("*.bin")) and not list(output.rglob("*.pkl"))  # no pickles from training
@@ -96,6 +96,7 @@ def test_train_py_saves_a_merged_model_for_automodel_plus_adapter_and_model_card
     card = (output / "README.md").read_text()
     assert backbone in card and scored in card and "alpha = 1.0" in card and "gamma = 0.01" in card
     assert "B = 4 queries per batch, K = 3 hard negatives" in card and "| ci_inbatch |" in card
+    assert "| eval_loss |" in card
 
 
 def test_bad_input_is_refused_before_anything_is_written(tmp_path, backbone):
@@ -118,6 +119,7 @@ def test_resume_from_the_last_checkpoint_continues_the_run(tmp_path, backbone, s
     config = _config(tmp_path, backbone, scored, save_strategy="steps", save_steps=1)
     with pytest.raises(ValueError, match="holds no checkpoint"):
         train.main([config, "--resume_from_checkpoint", "last"])
+    assert train.resolve_checkpoint(None, str(tmp_path)) is None
     first = train.main([config, "--max_steps", "2"])
     resumed = train.main([config, "--max_steps", "3", "--resume_from_checkpoint", "last"])
     assert resumed.state.global_step == 3
