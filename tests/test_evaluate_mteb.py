@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import mteb
 import pytest
 import torch
 from evaluation_tiny import tiny_d2llm
 
-mteb = pytest.importorskip("mteb")
 from mteb.mocks.mock_tasks.pair_classification import MockPairClassificationTask  # noqa: E402
 from mteb.mocks.mock_tasks.retrieval import MockRetrievalTask  # noqa: E402
 from mteb.mocks.mock_tasks.sts import MockSTSTask  # noqa: E402
