@@ -1,0 +1,50 @@
+"""The adapt and score commands chained on a tiny causal LM saved to disk: adapter in, scored batches out."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from datasets import load_from_disk
+from preprocess_tiny import tiny_mined
+from transformers import LlamaForCausalLM
+
+from preprocess import adapt_teacher, score
+from preprocess import teacher as teacher_command
+from preprocess.teacher import YesNoTeacher
+from schema import SCORED_BATCH_FEATURES
+from tiny import tiny_llama, tiny_tokenizer
+
+
+def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches(tmp_path, capsys):
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny-llm"
+    LlamaForCausalLM(tiny_llama(max_position_embeddings=256)).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"sentence1": f"the {w} sat", "sentence2": f"a {w} ran", "score": s}) + "\n"
+                             for w, s in (("cat", 5.0), ("dog", 1.0), ("bird", 4.0), ("fish", 0.5))))
+    mined = tmp_path / "mined"
+    tiny_mined(6, k=2).save_to_disk(str(mined))
+
+    adapter = tmp_path / "adapter"
+    adapt_teacher.main(["--teacher", str(model_dir), "--output", str(adapter), "--train-pairs", str(pairs),
+                        "--train-mined", str(mined), "--batch-size", "4", "--lora-r", "4",
+                        "--dev-pairs", str(pairs)])
+    report = json.loads((adapter / adapt_teacher.REPORT_FILE).read_text())
+    assert report["train_size"] == 4 + 2 * 6 and len(report["losses"]) == 4
+    assert set(report["dev_before"]["pairs"]) == {"spearman", "pairs"}
+
+    output = tmp_path / "scored"
+    score.main(["--input", str(mined), "--output", str(output), "--teacher", str(model_dir), "--adapter",
+                str(adapter), "--batch-size", "3", "--shard-batches", "1"])
+    scored = load_from_disk(str(output))
+    assert scored.features == SCORED_BATCH_FEATURES and len(scored) == 2
+
+    teacher_command.main(["--model", str(model_dir), "--adapter", str(adapter), "--pairs", str(pairs), "--limit", "2"])
+    assert capsys.readouterr().out.count("p(yes)=") == 2
+
+    teacher = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter))
+    row = scored[0]
+    expected = teacher.score(row["queries"], row["positives"], row["task"])
+    assert torch.allclose(torch.tensor(row["teacher_hard_logits"])[:, 0], expected, atol=1e-4)
