@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,26 +23,25 @@ import torch
 from datasets import Dataset
 from scipy.stats import spearmanr
 
+from evaluation import metrics
 from preprocess.teacher import YesNoTeacher
 
 
 def average_precision(scores: Sequence[float], labels: Sequence[float]) -> float:
-    """Mean of the precision at each positive, ranking by score (descending; ties in input order)."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    hits, total = 0, 0.0
-    for rank, index in enumerate(order, start=1):
-        if labels[index] >= 0.5:
-            hits += 1
-            total += hits / rank
-    return total / hits if hits else float("nan")
+    """Average precision of the pairs whose target is >= 0.5 (``evaluation.metrics``); NaN with one class."""
+    try:
+        return metrics.pair_classification(scores, [label >= 0.5 for label in labels])["average_precision"]
+    except metrics.MetricError:
+        return float("nan")
 
 
 def ndcg_at_10(scores: Sequence[float], relevant: Sequence[bool]) -> float:
-    """Binary-relevance NDCG@10 of one ranked candidate list."""
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:10]
-    gain = sum(1 / math.log2(rank + 2) for rank, index in enumerate(order) if relevant[index])
-    ideal = sum(1 / math.log2(rank + 2) for rank in range(min(10, sum(relevant))))
-    return gain / ideal if ideal else float("nan")
+    """Binary-relevance NDCG@10 of one ranked candidate list (``evaluation.metrics``); NaN without a positive."""
+    qrels = {"query": {str(index): 1 for index, is_relevant in enumerate(relevant) if is_relevant}}
+    if not qrels["query"]:
+        return float("nan")
+    run = {"query": {str(index): float(score) for index, score in enumerate(scores)}}
+    return metrics.retrieval(run, qrels)["ndcg_at_10"]
 
 
 def _probabilities(teacher: YesNoTeacher, queries: Sequence[str], passages: Sequence[str], tasks: Sequence[str],
