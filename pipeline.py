@@ -95,7 +95,8 @@ def main() -> None:
                           "--dev-pairs", args.pairs_test, "--epochs", str(args.teacher_epochs),
                           "--batch-size", "8", "--lr", "5e-4"], adapter / "adapter_config.json", log)
     run("score", [PYTHON, "-m", "preprocess.score", "--input", str(mined_r), str(mined_p), "--output", str(scored),
-                  "--teacher", teacher, "--adapter", str(adapter), "--batch-size", str(args.batch_size)],
+                  "--teacher", teacher, "--adapter", str(adapter), "--batch-size", str(args.batch_size),
+                  "--drop-last"],  # every stored batch must have B queries: train.py refuses a short one
         scored, log)
     run("distil", [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
                    "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", args.train_config,
