@@ -21,7 +21,7 @@ from transformers import AutoModel, PreTrainedModel
 
 from bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
 from backbones import load_backbone
-from modeling_d2llm import apply_bidirectional_layers
+from modeling_d2llm import apply_bidirectional_layers, mean_pool
 
 SETTINGS_FILE = "bi_encoder.json"
 BELLM_PROMPT = 'The representative word for sentence {text} is:"'
@@ -43,12 +43,6 @@ class BiEncoderSettings:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.prompt_template is not None and "{text}" not in self.prompt_template:
             raise ValueError(f"prompt_template needs a {{text}} slot, got {self.prompt_template!r}")
-
-
-def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``sum_t m_t h_t / sum_t m_t``: ``[N, T, d], [N, T] -> [N, d]``."""
-    mask = attention_mask.to(states.dtype).unsqueeze(-1)
-    return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def last_token_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ DEFAULT_BACKBONE = {
 }
 
 DEFAULT_TASKS = ("symmetric", "asymmetric")
+IEM_INITS = ("distance", "normal")
+POOLINGS = ("pma", "mean")
 
 
 def _as_backbone_config(backbone_config: dict | PretrainedConfig | None) -> PretrainedConfig:
@@ -50,6 +52,8 @@ class D2LLMConfig(PretrainedConfig):
     Args:
         backbone_config: config (or dict with ``model_type``) of the encoder backbone, any architecture
             that ``AutoModel`` builds; default: SmolLM2-135M's Llama config.
+        pooling: ``"pma"`` (default; D2LLM's learned pooling by multi-head attention) or ``"mean"`` (the masked mean
+            of the token states, no pooling weights; the ablation of the PMA). The ``pma_*`` settings apply to PMA.
         pma_num_heads: attention heads of the PMA pooling; must divide the backbone's hidden size.
         pma_num_seeds: learned seed vectors k; the embedding is their outputs concatenated (k * d).
         pma_layer_norm: use LN0/LN1 in the PMA block (Set Transformer's MAB).
@@ -63,6 +67,10 @@ class D2LLMConfig(PretrainedConfig):
         query_instructions / passage_instructions: optional per-task text prepended before encoding.
         bidirectional_layers: BeLLM option: the last k decoder layers attend bidirectionally (0 = causal).
         initializer_range: std of the normal init of PMA and IEM weights.
+        iem_init: how a fresh IEM starts. ``"distance"`` (default): it already scores by embedding distance,
+            ``z = -sqrt(pi/2) * mean_i |A (y_q - y_p)|_i ~ -||y_q - y_p|| / sqrt(D)`` for a random Gaussian
+            ``A [h/2, D]`` (needs an even h), so training starts from a query-dependent ranking;
+            ``"normal"``: every IEM weight drawn with ``initializer_range`` (logits start near 0 for every pair).
     """
 
     model_type = "d2llm"
@@ -71,6 +79,7 @@ class D2LLMConfig(PretrainedConfig):
     def __init__(
         self,
         backbone_config: dict | PretrainedConfig | None = None,
+        pooling: str = "pma",
         pma_num_heads: int = 8,
         pma_num_seeds: int = 1,
         pma_layer_norm: bool = True,
@@ -84,9 +93,11 @@ class D2LLMConfig(PretrainedConfig):
         passage_instructions: dict[str, str] | None = None,
         bidirectional_layers: int = 0,
         initializer_range: float = 0.02,
+        iem_init: str = "distance",
         **kwargs: Any,
     ) -> None:
         self.backbone_config = _as_backbone_config(backbone_config)
+        self.pooling = pooling
         self.pma_num_heads = pma_num_heads
         self.pma_num_seeds = pma_num_seeds
         self.pma_layer_norm = pma_layer_norm
@@ -100,6 +111,7 @@ class D2LLMConfig(PretrainedConfig):
         self.passage_instructions = dict(passage_instructions or {})
         self.bidirectional_layers = bidirectional_layers
         self.initializer_range = initializer_range
+        self.iem_init = iem_init
         super().__init__(**kwargs)
         self._validate()
 
@@ -114,6 +126,12 @@ class D2LLMConfig(PretrainedConfig):
         for name in ("pma_num_heads", "pma_num_seeds", "iem_hidden_size", "max_seq_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.iem_init not in IEM_INITS:
+            raise ValueError(f"iem_init must be one of {IEM_INITS}, got {self.iem_init!r}")
+        if self.iem_init == "distance" and self.iem_hidden_size % 2:
+            raise ValueError(f"iem_init='distance' needs an even iem_hidden_size, got {self.iem_hidden_size}")
         if not 0 <= self.bidirectional_layers <= self.num_backbone_layers:
             raise ValueError(
                 f"bidirectional_layers must be in [0, {self.num_backbone_layers}], got {self.bidirectional_layers}"
@@ -130,8 +148,8 @@ class D2LLMConfig(PretrainedConfig):
 
     @property
     def embedding_size(self) -> int:
-        """Size of the pooled embedding: k seeds of width d, concatenated."""
-        return self.pma_num_seeds * self.hidden_size
+        """Size of the pooled embedding: k PMA seeds of width d, concatenated (d with mean pooling)."""
+        return self.pma_num_seeds * self.hidden_size if self.pooling == "pma" else self.hidden_size
 
 
 __all__ = ["D2LLMConfig"]

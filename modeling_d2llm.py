@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, GgufConfig, PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # inside the dynamic-module package of a saved checkpoint
@@ -72,6 +73,13 @@ class PMA(nn.Module):
         return pooled.flatten(1)
 
 
+def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean ``sum_t m_t x_t / sum_t m_t``: ``[N, T, d], [N, T] -> [N, d]`` (padded states ignored, even NaN)."""
+    keep = attention_mask.bool().unsqueeze(-1)
+    total = token_states.masked_fill(~keep, 0.0).sum(dim=1)
+    return total / keep.sum(dim=1).clamp_min(1).to(total.dtype)
+
+
 class IEM(nn.Module):
     """Interaction emulation module: an MLP on ``[y_q ; y_p]`` with one branch per task.
 
@@ -87,6 +95,9 @@ class IEM(nn.Module):
         self.first = nn.Linear(2 * embedding_size, hidden_size)
         self.branches = nn.ModuleDict({name: nn.Linear(hidden_size, hidden_size) for name in self.task_names})
         self.output = nn.Linear(hidden_size, 1)
+        self.first.iem_role, self.output.iem_role = "first", "output"  # read by D2LLMPreTrainedModel._init_weights
+        for branch in self.branches.values():
+            branch.iem_role = "branch"
         self.dropout = nn.Dropout(dropout)
 
     def task_branch(self, task: str) -> nn.Linear:
@@ -155,7 +166,33 @@ class D2LLMPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, PMA):
-            torch.nn.init.normal_(module.seeds, mean=0.0, std=self.config.initializer_range)
+            init.normal_(module.seeds, mean=0.0, std=self.config.initializer_range)
+        role = getattr(module, "iem_role", None)
+        if role is not None and getattr(self.config, "iem_init", "normal") == "distance":
+            distance_init_(module, role)
+
+
+def distance_init_(layer: nn.Linear, role: str) -> None:
+    """Start an IEM layer so that the whole IEM scores by distance (``D2LLMConfig.iem_init = "distance"``).
+
+    ``first``: ``W1 = [[A, -A], [-A, A]]``, ``b1 = 0`` with ``A ~ N(0, 1/D) [h/2, D]``, so
+    ``f1 = [relu(A(y_q - y_p)) ; relu(A(y_p - y_q))]`` (``|A(y_q - y_p)|`` split by sign); each ``branch``:
+    ``W_t = I``, ``b_t = 0`` (``y_S = f1``); ``output``: ``w_o = -sqrt(pi/2) * 2/h``, ``b_o = 0``. Then
+    ``z = -sqrt(pi/2) * mean_i |A(y_q - y_p)|_i``, whose expectation over A is ``-||y_q - y_p|| / sqrt(D)``.
+    """
+    if role == "first":
+        hidden, twice_embedding = layer.weight.shape
+        half = torch.randn(hidden // 2, twice_embedding // 2, device=layer.weight.device,
+                           dtype=torch.float32) / (twice_embedding // 2) ** 0.5
+        weight = torch.cat([torch.cat([half, -half], dim=1), torch.cat([-half, half], dim=1)], dim=0)
+        init.copy_(layer.weight, weight.to(layer.weight.dtype))
+    elif role == "branch":
+        init.eye_(layer.weight)
+    elif role == "output":
+        init.constant_(layer.weight, -(torch.pi / 2) ** 0.5 * 2.0 / layer.weight.shape[1])
+    else:
+        raise ValueError(f"unknown IEM layer role {role!r}")
+    init.zeros_(layer.bias)
 
 
 class D2LLMModel(D2LLMPreTrainedModel):
@@ -165,7 +202,8 @@ class D2LLMModel(D2LLMPreTrainedModel):
         super().__init__(config)
         self.backbone = apply_bidirectional_layers(self._build_backbone(config.backbone_config),
                                                    config.bidirectional_layers)
-        self.pma = PMA(config.hidden_size, config.pma_num_heads, config.pma_num_seeds, config.pma_layer_norm)
+        self.pma = (PMA(config.hidden_size, config.pma_num_heads, config.pma_num_seeds, config.pma_layer_norm)
+                    if config.pooling == "pma" else None)
         self.iem = IEM(config.embedding_size, config.iem_hidden_size, config.task_names, config.iem_dropout)
         self._tokenizer = None
         self.post_init()
@@ -207,7 +245,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
             model = cls(config)
         model.backbone = apply_bidirectional_layers(backbone, config.bidirectional_layers)
         device = next(backbone.parameters()).device
-        for head in (model.pma, model.iem):
+        for head in (module for module in (model.pma, model.iem) if module is not None):
             head.to_empty(device=device)
             head.apply(model._init_weights)
         model.to(backbone.dtype)
@@ -366,7 +404,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
         return_token_states: bool = False,
         **backbone_kwargs: Any,
     ) -> D2LLMOutput:
-        """Encode ``[N, T]`` token ids (any padding side) into PMA-pooled ``[N, D]`` embeddings."""
+        """Encode ``[N, T]`` token ids (any padding side) into pooled ``[N, D]`` embeddings (PMA, or the mean)."""
         reference = input_ids if input_ids is not None else inputs_embeds
         if reference is None:
             raise ValueError("pass input_ids or inputs_embeds")
@@ -382,7 +420,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
         outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                 output_hidden_states=layer != -1, **backbone_kwargs)
         states = outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
-        embeddings = self.pma(states, attention_mask)
+        embeddings = self.pma(states, attention_mask) if self.pma is not None else mean_pool(states, attention_mask)
         if self.config.normalize_embeddings:
             embeddings = F.normalize(embeddings, dim=-1)
         return D2LLMOutput(embeddings=embeddings, token_states=states if return_token_states else None)
@@ -513,9 +551,9 @@ class D2LLMModel(D2LLMPreTrainedModel):
         return [(int(i), float(scores[i])) for i in top]
 
 
-_HEAD_SETTINGS = {"pma_num_heads", "pma_num_seeds", "pma_layer_norm", "iem_hidden_size", "iem_dropout", "task_names",
+_HEAD_SETTINGS = {"pooling", "pma_num_heads", "pma_num_seeds", "pma_layer_norm", "iem_hidden_size", "iem_dropout", "task_names",
                   "pooling_layer", "normalize_embeddings", "max_seq_length", "query_instructions",
-                  "passage_instructions", "bidirectional_layers", "initializer_range"}
+                  "passage_instructions", "bidirectional_layers", "initializer_range", "iem_init"}
 
 
 def _head_state_dict(model: D2LLMModel) -> dict[str, torch.Tensor]:

@@ -41,10 +41,14 @@ class ModelArguments:
     dtype: str | None = field(default=None, metadata={"help": "Weights dtype when loading (float32, bfloat16, ...)."})
     attn_implementation: str | None = field(default=None, metadata={
         "help": "sdpa, eager or flash_attention_2 (default: flash-attention 2 on a GPU where installed, else sdpa)."})
+    pooling: str = field(default="pma", metadata={
+        "help": "pma (D2LLM's pooling by multi-head attention) or mean (masked mean of the token states: ablation)."})
     pma_num_heads: int = field(default=8, metadata={"help": "PMA attention heads (must divide the hidden size)."})
     pma_num_seeds: int = field(default=1, metadata={"help": "PMA seed vectors k."})
     iem_hidden_size: int = field(default=512, metadata={"help": "IEM width h."})
     iem_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the IEM while training."})
+    iem_init: str = field(default="distance", metadata={
+        "help": "distance (a fresh IEM already scores by embedding distance) or normal (small random weights)."})
     task_names: list[str] = field(default_factory=lambda: ["symmetric", "asymmetric"],
                                   metadata={"help": "One IEM branch per task."})
     pooling_layer: int = field(default=-1, metadata={"help": "Hidden-state layer PMA reads (-1: the last)."})
@@ -67,8 +71,8 @@ class ModelArguments:
 
     def head_settings(self) -> dict[str, Any]:
         return {
-            "pma_num_heads": self.pma_num_heads, "pma_num_seeds": self.pma_num_seeds,
-            "iem_hidden_size": self.iem_hidden_size, "iem_dropout": self.iem_dropout, "task_names": self.task_names,
+            "pooling": self.pooling, "pma_num_heads": self.pma_num_heads, "pma_num_seeds": self.pma_num_seeds,
+            "iem_hidden_size": self.iem_hidden_size, "iem_dropout": self.iem_dropout, "iem_init": self.iem_init, "task_names": self.task_names,
             "pooling_layer": self.pooling_layer, "normalize_embeddings": self.normalize_embeddings,
             "max_seq_length": self.max_seq_length, "bidirectional_layers": self.bidirectional_layers,
             "query_instructions": _mapping(self.query_instructions, "query_instructions"),

@@ -102,14 +102,21 @@ def read_queries(path: str) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------- internals
 def _load_pairs(source: str, split: str, gold_field: str, convert: Callable[[Any, str], Any]) -> Pairs:
+    """Pairs of ``source``; a row whose gold field is present but null (no gold label: a hub ``ClassLabel`` of -1,
+    as in SNLI) is left out, and the count is stated in ``Pairs.source``; a missing field is an error."""
     first, second, gold = [], [], []
+    unlabelled = 0
     for where, row in iter_records(source, split):
+        if gold_field in row and row[gold_field] is None:
+            unlabelled += 1
+            continue
         first.append(_text(row, "sentence1", where))
         second.append(_text(row, "sentence2", where))
         gold.append(convert(_field(row, gold_field, where), where))
     if len(first) < 2:
         raise DataError(f"{source}: needs at least 2 pairs, found {len(first)}")
-    return Pairs(first, second, np.asarray(gold), source)
+    note = f" ({unlabelled} pairs without a gold {gold_field} left out)" if unlabelled else ""
+    return Pairs(first, second, np.asarray(gold), source + note)
 
 
 def _local(path: str) -> Records:

@@ -13,8 +13,8 @@ probability in [0, 1] (score / max score, or label 1 / 0) for teacher adaptation
 
 Bad input: a missing column, an unreadable row or score, a duplicate BEIR id or a qrel naming an unknown id
 raise an error naming the file, row and column. Rows that cannot be used but are legal data are skipped and
-counted by reason in ``ReadReport`` (printed at the end): empty text, a pair identical on both sides, a
-repeated pair, a BEIR query without any positive, a qrel to an empty document.
+counted by reason in ``ReadReport`` (printed at the end): empty text, no gold label (a hub class label of -1),
+a pair identical on both sides, a repeated pair, a BEIR query without any positive, a qrel to an empty document.
 
 Command line::
 
@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, Features, Value, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, Features, Value, load_dataset, load_from_disk
 
 from schema import EXAMPLE_FEATURES, TASKS
 
@@ -88,7 +88,11 @@ class ReadResult:
 
 # ---------------------------------------------------------------------- records
 def iter_records(source: str, split: str = "train", subset: str | None = None) -> Iterator[tuple[str, dict]]:
-    """``(location, row)`` pairs of a JSONL / JSON / CSV / TSV file, or of a hub dataset's split."""
+    """``(location, row)`` pairs of a JSONL / JSON / CSV / TSV file, or of a hub dataset's split.
+
+    A hub dataset's ``ClassLabel`` columns come as their names (``entailment``, not 0); a value outside the
+    classes (SNLI's -1, "no gold label") comes as None.
+    """
     path = Path(source)
     if path.is_file():
         yield from _file_records(path)
@@ -99,7 +103,11 @@ def iter_records(source: str, split: str = "train", subset: str | None = None) -
         dataset = load_dataset(source, subset, split=split)
     except Exception as error:  # the hub's own errors are long and varied; keep the cause attached
         raise DataError(f"{source}: not a local file and not loadable as a hub dataset ({error})") from error
+    class_labels = {name: feature for name, feature in dataset.features.items() if isinstance(feature, ClassLabel)}
     for index, row in enumerate(dataset):
+        for name, feature in class_labels.items():  # hub NLI sets store labels as ints: SNLI's 0 is entailment
+            value = row[name]
+            row[name] = feature.int2str(value) if value is not None and 0 <= value < feature.num_classes else None
         yield f"{source}[{split}] row {index}", row
 
 
@@ -175,6 +183,8 @@ def _pair_values(records: Iterator[tuple[str, dict]], layout: str, report: ReadR
         value = _column(row, value_name, location) if value_name else None
         if not first or not second:
             report.skip("empty text", location)
+        elif value_name and value is None:
+            report.skip(f"no gold {value_name}", location)
         elif first == second:
             report.skip("identical query and passage", location)
         elif (first, second) in seen:

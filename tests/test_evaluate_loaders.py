@@ -85,3 +85,19 @@ def test_labelled_pairs_of_a_single_class_are_refused(tmp_path):
     path = write_jsonl(tmp_path / "one.jsonl", [{"sentence1": "a", "sentence2": "b", "label": "neutral"}] * 3)
     with pytest.raises(DataError, match="all 3 pairs are negative"):
         load_labelled_pairs(str(path))
+
+
+def test_hub_nli_labels_map_by_name_and_unlabelled_pairs_are_counted(monkeypatch):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    import preprocess.readers as readers
+    from evaluation.loaders import load_labelled_pairs
+
+    features = Features({"premise": Value("string"), "sentence1": Value("string"), "sentence2": Value("string"),
+                         "label": ClassLabel(names=["entailment", "neutral", "contradiction"])})
+    hub = Dataset.from_dict({"premise": ["", "", ""], "sentence1": ["a", "b", "c"], "sentence2": ["x", "y", "z"],
+                             "label": [0, 2, -1]}, features=features)
+    monkeypatch.setattr(readers, "load_dataset", lambda *args, **kwargs: hub)
+    pairs = load_labelled_pairs("someone/snli", "test")
+    assert pairs.gold.tolist() == [True, False]
+    assert "1 pairs without a gold label left out" in pairs.source

@@ -17,8 +17,8 @@ TEXTS = ["the cat sat on the mat", "dog", "what is the capital of france", "a bi
 
 def make_model(backbone: str = "llama", **overrides) -> D2LLMModel:
     torch.manual_seed(0)
-    config = D2LLMConfig(backbone_config=BACKBONES[backbone]().to_dict(), pma_num_heads=4, iem_hidden_size=16,
-                         **overrides)
+    config = D2LLMConfig(backbone_config=BACKBONES[backbone]().to_dict(), **{"pma_num_heads": 4,
+                                                                             "iem_hidden_size": 16, **overrides})
     model = D2LLMModel(config).eval()
     model.tokenizer = tiny_tokenizer()
     return model
@@ -105,10 +105,47 @@ def test_pairwise_equals_matrix_diagonal_and_score_gives_branch_vectors():
 
 
 def test_tasks_have_their_own_branch():
-    model = make_model()
+    model = make_model(iem_init="normal")  # the distance init starts every branch at the identity
     a, b = torch.randn(4, HIDDEN), torch.randn(4, HIDDEN)
     assert not torch.allclose(model.similarity_pairwise(a, b, task="symmetric"),
                               model.similarity_pairwise(a, b, task="asymmetric"))
+
+
+def test_distance_init_scores_by_embedding_distance():
+    model = make_model(iem_hidden_size=4096)
+    half = model.iem.first.weight[:2048, :HIDDEN]
+    torch.testing.assert_close(model.iem.first.weight, torch.cat([torch.cat([half, -half], 1),
+                                                                  torch.cat([-half, half], 1)]))
+    q, p = torch.randn(5, HIDDEN), torch.randn(7, HIDDEN)
+    with torch.no_grad():
+        scores = model.similarity(q, p, task="symmetric")
+        exact = -(torch.pi / 2) ** 0.5 * (q[:, None, :] - p[None, :, :]).matmul(half.T).abs().mean(-1)
+        torch.testing.assert_close(scores, exact, rtol=1e-4, atol=1e-5)
+        distance = -torch.cdist(q, p) / HIDDEN ** 0.5
+        assert torch.corrcoef(torch.stack([scores.flatten(), distance.flatten()]))[0, 1] > 0.95
+        torch.testing.assert_close(scores, model.similarity(q, p, task="asymmetric"))
+
+
+def test_normal_init_starts_near_zero_for_every_pair():
+    model = make_model(iem_init="normal")
+    with torch.no_grad():
+        scores = model.similarity(torch.randn(5, HIDDEN), torch.randn(7, HIDDEN), task="symmetric")
+    assert scores.abs().max() < 0.05
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_mean_pooling_is_the_masked_mean_of_the_token_states(side):
+    model = make_model(pooling="mean")
+    assert model.pma is None and model.config.embedding_size == HIDDEN
+    model.tokenizer = tiny_tokenizer(padding_side=side)
+    batch = model.tokenize(TEXTS)
+    with torch.no_grad():
+        output = model(**batch, return_token_states=True)
+    for row, text in enumerate(TEXTS):
+        keep = batch["attention_mask"][row].bool()
+        torch.testing.assert_close(output.embeddings[row], output.token_states[row][keep].mean(0))
+        alone = model(**model.tokenize([text])).embeddings[0]
+        torch.testing.assert_close(output.embeddings[row], alone, rtol=1e-4, atol=1e-5)
 
 
 def test_unknown_task_lists_known_tasks():
@@ -177,6 +214,12 @@ def test_config_rejects_bad_settings():
         D2LLMConfig(backbone_config=tiny_llama().to_dict(), bidirectional_layers=3)
     with pytest.raises(ValueError, match="model_type"):
         D2LLMConfig(backbone_config={"hidden_size": 8})
+    with pytest.raises(ValueError, match="pooling"):
+        D2LLMConfig(backbone_config=tiny_llama().to_dict(), pooling="cls")
+    with pytest.raises(ValueError, match="iem_init"):
+        D2LLMConfig(backbone_config=tiny_llama().to_dict(), iem_init="xavier")
+    with pytest.raises(ValueError, match="even iem_hidden_size"):
+        D2LLMConfig(backbone_config=tiny_llama().to_dict(), iem_hidden_size=15)
 
 
 def test_gradient_checkpointing_with_lora_trains_adapters_and_heads_only():

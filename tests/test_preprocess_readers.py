@@ -137,3 +137,21 @@ def test_read_pairs_gives_soft_targets_for_scores_and_hard_for_labels(tmp_path):
     assert read_pairs(str(write_jsonl(tmp_path / "l.jsonl", labelled)))[0]["target"] == [1.0, 0.0]
     with pytest.raises(DataError, match="outside"):
         read_pairs(str(write_jsonl(tmp_path / "h.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 7}])))
+
+
+def test_hub_class_labels_are_read_as_names_and_unlabelled_rows_are_skipped(monkeypatch):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    import preprocess.readers as readers
+
+    features = Features({"sentence1": Value("string"), "sentence2": Value("string"),
+                         "label": ClassLabel(names=["entailment", "neutral", "contradiction"])})
+    hub = Dataset.from_dict({"sentence1": ["a dog runs", "a cat sleeps", "a bird sings"],
+                             "sentence2": ["an animal moves", "a cat is awake", "a bird is quiet"],
+                             "label": [0, 2, -1]}, features=features)
+    monkeypatch.setattr(readers, "load_dataset", lambda *args, **kwargs: hub)
+    assert [row["label"] for _, row in readers.iter_records("someone/snli", "validation")] == [
+        "entailment", "contradiction", None]
+    result = read_examples("someone/snli", split="validation")
+    assert result.examples["query"] == ["a dog runs"]
+    assert result.report.skipped["no gold label"] == 1
