@@ -153,15 +153,37 @@ class BiEncoder(nn.Module):
         return F.normalize(first, dim=-1) @ F.normalize(second, dim=-1).T
 
 
-def bi_encoder_loss(model: BiEncoder, batch: dict[str, Any], *, temperature: float = 0.05, ibn_weight: float = 1.0,
-                    angle_weight: float = 1.0, cosine_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """BeLLM/AnglE training loss of one batch; returns ``(loss, {term: value})``.
+def bi_encoder_loss_terms(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None, *,
+                          temperature: float = 0.05, ibn_weight: float = 1.0, angle_weight: float = 1.0,
+                          cosine_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """The weighted BeLLM/AnglE terms of one batch of embeddings: ``queries``/``positives [B, d]``, ``negatives
+    [B, K, d]`` or None; ``L = sum`` of the returned ``{term: weight * value}``.
+
+    ``info_nce`` at ``temperature`` over in-batch positives (and hard negatives); ``angle`` and ``cosine`` rank
+    label-1 pairs ``(q_i, p_i)`` above label-0 pairs ``(q_i, n_ik)``, or, without hard negatives, above
+    ``(q_i, p_{i+1 mod B})``.
+    """
+    size, k = queries.shape[0], 0 if negatives is None else negatives.shape[1]
+    flat = positives.roll(-1, dims=0) if not k else negatives.reshape(size * k, -1)
+    first = torch.cat([queries, queries.repeat_interleave(k, dim=0) if k else queries])
+    second = torch.cat([positives, flat])
+    labels = torch.cat([torch.ones(size), torch.zeros(first.shape[0] - size)]).to(queries.device)
+    terms = {
+        "info_nce": (ibn_weight, lambda: info_nce_loss(queries, positives, negatives if k else None, temperature)),
+        "angle": (angle_weight, lambda: angle_loss(first, second, labels, temperature)),
+        "cosine": (cosine_weight, lambda: cosine_loss(first, second, labels, temperature)),
+    }
+    parts = {name: weight * term() for name, (weight, term) in terms.items() if weight}
+    if not parts:
+        raise ValueError("all loss weights are 0")
+    return parts
+
+
+def bi_encoder_loss(model: BiEncoder, batch: dict[str, Any], **weights: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """BeLLM/AnglE training loss of one batch of texts; returns ``(loss, {weighted term: value})``.
 
     ``batch``: ``queries [B]``, ``positives [B]`` and optionally ``negatives [B][K]`` (strings; a scored-batch row
-    of ``schema.SCORED_BATCH_FEATURES`` fits as is).
-    ``L = ibn_weight * info_nce + angle_weight * angle + cosine_weight * cosine``, all at ``temperature``; the angle
-    and cosine objectives rank label-1 pairs ``(q_i, p_i)`` above label-0 pairs ``(q_i, n_ik)``, or, without hard
-    negatives, above ``(q_i, p_{i+1 mod B})``.
+    of ``schema.SCORED_BATCH_FEATURES`` fits as is); ``weights`` go to :func:`bi_encoder_loss_terms`.
     """
     queries, positives = list(batch["queries"]), list(batch["positives"])
     negatives = [list(row) for row in batch.get("negatives") or []]
@@ -170,19 +192,8 @@ def bi_encoder_loss(model: BiEncoder, batch: dict[str, Any], *, temperature: flo
         raise ValueError("a batch needs one positive per query and the same number of negatives for every query")
     embeddings = model.embed(queries + positives + [text for row in negatives for text in row])
     q, p, n = embeddings[:size], embeddings[size : 2 * size], embeddings[2 * size :]
-    # ranked pairs: (q_i, p_i) with label 1, then (q_i, n_ik) or (q_i, p_{i+1}) with label 0
-    first = torch.cat([q, q.repeat_interleave(k, dim=0) if k else q])
-    second = torch.cat([p, n if k else p.roll(-1, dims=0)])
-    labels = torch.cat([torch.ones(size), torch.zeros(first.shape[0] - size)]).to(q.device)
-    terms = {
-        "info_nce": (ibn_weight, lambda: info_nce_loss(q, p, n.view(size, k, -1) if k else None, temperature)),
-        "angle": (angle_weight, lambda: angle_loss(first, second, labels, temperature)),
-        "cosine": (cosine_weight, lambda: cosine_loss(first, second, labels, temperature)),
-    }
-    parts = {name: term() for name, (weight, term) in terms.items() if weight}
-    if not parts:
-        raise ValueError("all loss weights are 0")
-    loss = sum(terms[name][0] * value for name, value in parts.items())
+    parts = bi_encoder_loss_terms(q, p, n.view(size, k, -1) if k else None, **weights)
+    loss = sum(parts.values())
     return loss, {name: float(value.detach()) for name, value in parts.items()}
 
 

@@ -8,6 +8,11 @@ Options come in three groups (``ModelArguments``, ``DataArguments``, ``D2LLMTrai
 file gives any of them, and command-line options after it override the file. The final model is saved merged
 (``AutoModel.from_pretrained(output_dir, trust_remote_code=True)`` loads it without peft), with its tokenizer and
 a model card; ``--save_adapter`` also writes the LoRA adapter checkpoint to ``output_dir/adapter``.
+
+``--objective bi-encoder`` trains the BeLLM-style baseline instead (``trainer_bi_encoder``): the same backbone
+options (LoRA, ``bidirectional_layers``, ``max_seq_length``), ``--bi_encoder_pooling`` and ``--prompt_template``,
+loss ``--ibn_weight * InfoNCE + --angle_weight * AnglE`` at ``--bi_encoder_temperature``, on the same scored
+batches' texts; it saves a ``bi_encoder.BiEncoder`` folder, which ``evaluate.py`` reads.
 """
 
 from __future__ import annotations
@@ -23,18 +28,27 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from bi_encoder import BELLM_PROMPT, BiEncoder
 from modeling_d2llm import D2LLMModel
+from trainer_bi_encoder import BiEncoderTrainer
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
 
 logger = logging.getLogger("d2llm.train")
 ADAPTER_SUBDIR = "adapter"
 RESUME_LAST = ("last", "latest", "true", "True")
+OBJECTIVES = ("d2llm", "bi-encoder")
 
 
 @dataclass
 class ModelArguments:
     """The student: backbone, PMA/IEM heads and LoRA."""
 
+    objective: str = field(default="d2llm", metadata={
+        "help": "d2llm (the student, distilled with the three losses) or bi-encoder (the BeLLM-style baseline: "
+                "pooled backbone, cosine, InfoNCE + AnglE on the same batches' texts)."})
+    bi_encoder_pooling: str = field(default="mean", metadata={"help": "objective bi-encoder: mean or last."})
+    prompt_template: str | None = field(default=BELLM_PROMPT, metadata={
+        "help": "objective bi-encoder: text with a {text} slot around every input (default: BeLLM's); '' for none."})
     model_name_or_path: str | None = field(default=None, metadata={
         "help": "Backbone (hub id, folder or .gguf file) or a merged D2LLM checkpoint to continue training; "
                 "default: the embedded SmolLM2-135M-Instruct GGUF."})
@@ -129,6 +143,8 @@ def parse_arguments(argv: Sequence[str] | None = None
         parser.set_defaults(**values)
         argv = argv[1:]
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if model_args.objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {model_args.objective!r}")
     if not data_args.train_dataset:
         raise ValueError("train_dataset is required (a teacher-scored dataset folder)")
     return model_args, data_args, training_args
@@ -152,14 +168,19 @@ def load_scored(path: str, split: str):
                          f"{error}") from error
 
 
-def build_model(args: ModelArguments) -> D2LLMModel:
-    """Backbone + fresh heads (or a merged D2LLM checkpoint), then LoRA when asked."""
+def build_model(args: ModelArguments) -> D2LLMModel | BiEncoder:
+    """Backbone + fresh heads (or a merged D2LLM checkpoint), or the bi-encoder baseline; then LoRA when asked."""
     source = args.model_name_or_path
     if source is None:
         import embedded_models
 
         source = embedded_models.smollm2_gguf()
-    if _is_d2llm_checkpoint(source):
+    if args.objective == "bi-encoder":
+        model = BiEncoder.from_pretrained(source, dtype=args.dtype, attn_implementation=args.attn_implementation,
+                                          pooling=args.bi_encoder_pooling, prompt_template=args.prompt_template or None,
+                                          max_seq_length=args.max_seq_length,
+                                          bidirectional_layers=args.bidirectional_layers)
+    elif _is_d2llm_checkpoint(source):
         model = D2LLMModel.from_pretrained(source, dtype=args.dtype)
         if model.has_lora:
             raise ValueError(f"{source} is an adapter checkpoint: continue from a merged checkpoint instead")
@@ -195,7 +216,7 @@ def resolve_checkpoint(value: str | bool | None, output_dir: str) -> str | None:
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2LLMTrainingArguments
-        ) -> D2LLMTrainer:
+        ) -> D2LLMTrainer | BiEncoderTrainer:
     """Train, then save the merged model (+ adapter on request) and the model card, and push when asked.
 
     Every input is checked before anything is written to ``output_dir``.
@@ -207,12 +228,18 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2L
     eval_dataset = load_scored(data_args.eval_dataset, data_args.eval_split) if data_args.eval_dataset else None
     set_seed(training_args.seed)
     model = build_model(model_args)
-    trainer = D2LLMTrainer(model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-                           batch_size=data_args.batch_size, num_negatives=data_args.num_negatives)
-    size, negatives = trainer.fixed_batch_shape
+    if model_args.objective == "bi-encoder":
+        if eval_dataset is not None:
+            raise ValueError("eval_dataset is not supported with objective bi-encoder: evaluate the saved model "
+                             "with evaluate.py")
+        trainer = BiEncoderTrainer(model, training_args, train_dataset,
+                                   loss_weights=training_args.bi_encoder_loss_weights)
+    else:
+        trainer = D2LLMTrainer(model=model, args=training_args, train_dataset=train_dataset,
+                               eval_dataset=eval_dataset, batch_size=data_args.batch_size,
+                               num_negatives=data_args.num_negatives)
     trainable = sum(param.numel() for param in model.parameters() if param.requires_grad)
-    logger.info("%d stored batches (B=%d, K=%d), %d trainable parameters", len(train_dataset), size, negatives,
-                trainable)
+    logger.info("%s: %d stored batches, %d trainable parameters", model_args.objective, len(train_dataset), trainable)
     trainer.train(resume_from_checkpoint=resume)
     if model_args.save_adapter and model.has_lora and training_args.should_save:
         model.save_pretrained(os.path.join(training_args.output_dir, ADAPTER_SUBDIR), merge_lora=False)
@@ -223,11 +250,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2L
         trainer.push_to_hub(dataset=datasets_used)  # saves the model and the card, then uploads output_dir
     else:
         trainer.save_model()
-        trainer.create_model_card(dataset=datasets_used)
+        if isinstance(trainer, D2LLMTrainer):
+            trainer.create_model_card(dataset=datasets_used)
     return trainer
 
 
-def main(argv: Sequence[str] | None = None) -> D2LLMTrainer:
+def main(argv: Sequence[str] | None = None) -> D2LLMTrainer | BiEncoderTrainer:
     return run(*parse_arguments(argv))
 
 

@@ -217,7 +217,8 @@ def _bf16_available() -> bool:
 
 @dataclass
 class D2LLMTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the loss weights of SPEC section 3 and the PMA/IEM learning rate.
+    """``TrainingArguments`` plus the loss weights of SPEC section 3, the PMA/IEM learning rate, and the loss
+    weights of the bi-encoder baseline (``train.py --objective bi-encoder``).
 
     One device step trains on one stored fixed batch, so ``per_device_train_batch_size`` is 1 (the batch size is
     the dataset's B); ``learning_rate`` applies to the backbone (its LoRA), ``head_learning_rate`` to PMA and IEM.
@@ -231,6 +232,11 @@ class D2LLMTrainingArguments(TrainingArguments):
     tau_hard: float = field(default=1.0, metadata={"help": "Temperature of the hard-negative contrastive term."})
     rank_scale: float = field(default=1.0, metadata={"help": "c, the divisor of the pairwise rank margins."})
     teacher_temperature: float = field(default=1.0, metadata={"help": "tau_T of s = softmax([l_yes, l_no] / tau_T)[0]."})
+    bi_encoder_temperature: float = field(default=0.05, metadata={
+        "help": "objective bi-encoder: temperature of its InfoNCE and AnglE terms."})
+    ibn_weight: float = field(default=1.0, metadata={"help": "objective bi-encoder: weight of in-batch InfoNCE."})
+    angle_weight: float = field(default=1.0, metadata={"help": "objective bi-encoder: weight of the AnglE term."})
+    cosine_weight: float = field(default=0.0, metadata={"help": "objective bi-encoder: weight of the CoSENT term."})
     head_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of PMA and IEM (default: learning_rate)."})
     auto_bf16: bool = field(
@@ -258,12 +264,18 @@ class D2LLMTrainingArguments(TrainingArguments):
                                  "gradient_accumulation_steps")
         if self.ddp_find_unused_parameters:
             raise ValueError("ddp_find_unused_parameters must be False: the IEM scores outside the DDP forward")
-        for name in ("alpha", "beta", "gamma", "eta"):
+        for name in ("alpha", "beta", "gamma", "eta", "ibn_weight", "angle_weight", "cosine_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("tau_inbatch", "tau_hard", "rank_scale", "teacher_temperature"):
+        for name in ("tau_inbatch", "tau_hard", "rank_scale", "teacher_temperature", "bi_encoder_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    @property
+    def bi_encoder_loss_weights(self) -> dict[str, float]:
+        """Keyword arguments of ``bi_encoder.bi_encoder_loss_terms``."""
+        return {"temperature": self.bi_encoder_temperature, "ibn_weight": self.ibn_weight,
+                "angle_weight": self.angle_weight, "cosine_weight": self.cosine_weight}
 
     @property
     def loss_weights(self) -> LossWeights:
@@ -272,7 +284,69 @@ class D2LLMTrainingArguments(TrainingArguments):
                            teacher_temperature=self.teacher_temperature)
 
 
-class D2LLMTrainer(Trainer):
+class ScoredBatchTrainer(Trainer):
+    """What every trainer on teacher-scored fixed batches shares: one stored batch per device step
+    (``FixedBatchSampler``, the scored-batch columns kept), the mean of every logged loss term next to the Trainer's
+    ``loss`` (``_record``), and LoRA checkpoints that resume from ``TRAINABLE_STATE_FILE`` (the model exposes
+    ``has_lora``)."""
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loss_sums: dict[str, torch.Tensor] = defaultdict(float)
+        self._loss_steps = 0
+
+    # ------------------------------------------------------------------ data
+    def _set_signature_columns_if_needed(self) -> None:
+        self._signature_columns = list(SCORED_BATCH_COLUMNS)
+
+    def _get_train_sampler(self, train_dataset=None) -> FixedBatchSampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return FixedBatchSampler(list(dataset["task"]), num_replicas=self.args.world_size, seed=seed)
+
+    # ------------------------------------------------------------------ logging
+    def _record(self, losses: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        for name, value in {**losses, "total": total}.items():
+            self._loss_sums[name] = self._loss_sums[name] + value.detach().float()
+        self._loss_steps += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the mean of every loss term since the last training log (averaged over processes)."""
+        if "loss" in logs and self._loss_steps:
+            names = list(self._loss_sums)
+            means = torch.stack([self._loss_sums[name] for name in names]) / self._loss_steps
+            means = self.accelerator.reduce(means.to(self.args.device), reduction="mean")
+            logs.update({name: float(value) for name, value in zip(names, means.tolist())})
+            self._loss_sums.clear()
+            self._loss_steps = 0
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ resuming
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        trained = self.accelerator.unwrap_model(self.model)
+        if trained.has_lora and self.args.should_save:
+            from safetensors.torch import save_file
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            save_file(trainable_state_dict(trained), os.path.join(folder, TRAINABLE_STATE_FILE))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        trained = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if not trained.has_lora:  # the merged weights are the weights
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_trainable_state(trained, resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        trained = self.accelerator.unwrap_model(self.model)
+        if not trained.has_lora:
+            return super()._load_best_model()
+        load_trainable_state(trained, self.state.best_model_checkpoint)
+
+
+class D2LLMTrainer(ScoredBatchTrainer):
     """Distils teacher-scored fixed batches into a ``D2LLMModel`` with ``L = L_CI + L_RI + L_FI``.
 
     Each device step encodes one stored batch's queries, positives and negatives in one forward, scores
@@ -282,8 +356,6 @@ class D2LLMTrainer(Trainer):
     ``num_negatives`` are the configured B and K (``None``: taken from the first stored batch).
     Checkpoints hold the merged model and, with LoRA, ``TRAINABLE_STATE_FILE``, from which training resumes.
     """
-
-    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
     def __init__(self, model: D2LLMModel, args: D2LLMTrainingArguments, train_dataset=None, eval_dataset=None,
                  data_collator=None, *, batch_size: int | None = None, num_negatives: int | None = None,
@@ -302,18 +374,7 @@ class D2LLMTrainer(Trainer):
                 validate_scored_dataset(dataset, task_names)
         super().__init__(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          data_collator=data_collator or D2LLMDataCollator.from_model(model), **kwargs)
-        self._loss_sums: dict[str, torch.Tensor] = defaultdict(float)
-        self._loss_steps = 0
         self._tasks_since_step: set[str] = set()
-
-    # ------------------------------------------------------------------ data
-    def _set_signature_columns_if_needed(self) -> None:
-        self._signature_columns = list(SCORED_BATCH_COLUMNS)
-
-    def _get_train_sampler(self, train_dataset=None) -> FixedBatchSampler:
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return FixedBatchSampler(list(dataset["task"]), num_replicas=self.args.world_size, seed=seed)
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
@@ -339,7 +400,8 @@ class D2LLMTrainer(Trainer):
             inputs["teacher_feature_cosine"], weights, inbatch_offset=offset)
         loss = torch.stack(list(losses.values())).sum()
         if model.training:
-            self._record(losses, loss, task)
+            self._record(losses, loss)
+            self._tasks_since_step.add(task)
             loss = loss + self._idle_branch_anchor(student, task)
         outputs = {"student_inbatch": student_inbatch, "student_hard": student_hard, **losses}
         return (loss, outputs) if return_outputs else loss
@@ -383,24 +445,6 @@ class D2LLMTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
-    # ------------------------------------------------------------------ logging
-    def _record(self, losses: dict[str, torch.Tensor], total: torch.Tensor, task: str) -> None:
-        for name, value in {**losses, "total": total}.items():
-            self._loss_sums[name] = self._loss_sums[name] + value.detach().float()
-        self._loss_steps += 1
-        self._tasks_since_step.add(task)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the mean of every loss term since the last training log (averaged over processes)."""
-        if "loss" in logs and self._loss_steps:
-            names = list(self._loss_sums)
-            means = torch.stack([self._loss_sums[name] for name in names]) / self._loss_steps
-            means = self.accelerator.reduce(means.to(self.args.device), reduction="mean")
-            logs.update({name: float(value) for name, value in zip(names, means.tolist())})
-            self._loss_sums.clear()
-            self._loss_steps = 0
-        super().log(logs, start_time)
-
     # ------------------------------------------------------------------ optimizer
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """AdamW (or ``args.optim``) with the backbone/LoRA at ``learning_rate`` and PMA/IEM at
@@ -436,27 +480,6 @@ class D2LLMTrainer(Trainer):
         student.save_pretrained(output_dir, state_dict=state_dict)
         with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as handle:
             handle.write(self.args.to_json_string())
-
-    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        student = self.accelerator.unwrap_model(self.model)
-        if student.has_lora and self.args.should_save:
-            from safetensors.torch import save_file
-
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            save_file(trainable_state_dict(student), os.path.join(folder, TRAINABLE_STATE_FILE))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        student = self.accelerator.unwrap_model(model if model is not None else self.model)
-        if not student.has_lora:  # the merged weights are the weights
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_trainable_state(student, resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        student = self.accelerator.unwrap_model(self.model)
-        if not student.has_lora:
-            return super()._load_best_model()
-        load_trainable_state(student, self.state.best_model_checkpoint)
 
     # ------------------------------------------------------------------ model card
     def create_model_card(self, dataset: str | list[str] | None = None, **kwargs: Any) -> None:

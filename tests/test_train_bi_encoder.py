@@ -1,0 +1,76 @@
+"""train.py --objective bi-encoder: the BeLLM-style baseline on the same scored batches as the D2LLM student."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+
+import train
+from bi_encoder import BELLM_PROMPT, BiEncoder, bi_encoder_loss
+from evaluation.models import detect_model_type
+from scored_fixture import save_tiny_backbone, scored_dataset
+from trainer_bi_encoder import BiEncoderTrainer
+from trainer_d2llm import D2LLMTrainingArguments
+
+TASKS = ["symmetric", "asymmetric"]
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> str:
+    return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "scored"
+    scored_dataset(num_batches=4, tasks=TASKS).save_to_disk(str(path))
+    return str(path)
+
+
+def _config(tmp_path, backbone: str, scored: str, **overrides) -> str:
+    values = {"objective": "bi-encoder", "model_name_or_path": backbone, "train_dataset": scored,
+              "output_dir": str(tmp_path / "out"), "bidirectional_layers": 1, "lora_r": 4, "lora_alpha": 8,
+              "lora_dropout": 0.0, "max_steps": 6, "logging_steps": 1, "save_strategy": "no", "report_to": [],
+              "use_cpu": True, "disable_tqdm": True, "learning_rate": 3e-3, **overrides}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(values))
+    return str(config)
+
+
+def test_bi_encoder_objective_trains_and_saves_a_bi_encoder_folder(tmp_path, backbone, scored):
+    trainer = train.main([_config(tmp_path, backbone, scored)])
+    assert isinstance(trainer, BiEncoderTrainer)
+    logged = [entry for entry in trainer.state.log_history if "total" in entry]
+    assert len(logged) == 6 and {"info_nce", "angle"} <= set(logged[0])
+    assert all(math.isfinite(entry["total"]) for entry in logged)
+    out = str(tmp_path / "out")
+    assert detect_model_type(out) == "bi-encoder"
+    reloaded = BiEncoder.from_pretrained(out, attn_implementation="sdpa")
+    assert reloaded.settings.prompt_template == BELLM_PROMPT and reloaded.settings.bidirectional_layers == 1
+    trained = trainer.model.eval()
+    texts = ["the cat sat on the mat", "a big red apple"]
+    torch.testing.assert_close(reloaded.encode(texts), trained.encode(texts), rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_loss_equals_the_text_level_bi_encoder_loss(tmp_path, backbone):
+    dataset = scored_dataset(num_batches=1, tasks=["symmetric"])
+    encoder = BiEncoder.from_pretrained(backbone, attn_implementation="sdpa", prompt_template=BELLM_PROMPT).eval()
+    args = D2LLMTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    weights = {"temperature": 0.05, "ibn_weight": 1.0, "angle_weight": 0.5, "cosine_weight": 0.25}
+    trainer = BiEncoderTrainer(encoder, args, dataset, loss_weights=weights)
+    inputs = trainer.data_collator([dataset[0]])
+    with torch.no_grad():
+        loss = trainer.compute_loss(encoder, inputs)
+        expected, _ = bi_encoder_loss(encoder, dataset[0], **weights)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_objective_and_eval_set_with_bi_encoder_are_refused(tmp_path, backbone, scored):
+    with pytest.raises(ValueError, match="objective must be one of"):
+        train.parse_arguments([_config(tmp_path, backbone, scored, objective="cross-encoder")])
+    with pytest.raises(ValueError, match="eval_dataset is not supported"):
+        train.main([_config(tmp_path, backbone, scored, eval_dataset=scored)])
+    assert not (tmp_path / "out").exists()
