@@ -11,23 +11,9 @@ import yaml
 import train
 from bi_encoder import BELLM_PROMPT, BiEncoder, bi_encoder_loss
 from evaluation.models import detect_model_type
-from scored_fixture import save_tiny_backbone, scored_dataset
+from scored_fixture import scored_dataset
 from trainer_bi_encoder import BiEncoderTrainer
 from trainer_d2llm import D2LLMTrainingArguments
-
-TASKS = ["symmetric", "asymmetric"]
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> str:
-    return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def scored(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "scored"
-    scored_dataset(num_batches=4, tasks=TASKS).save_to_disk(str(path))
-    return str(path)
 
 
 def _config(tmp_path, backbone: str, scored: str, **overrides) -> str:

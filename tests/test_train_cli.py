@@ -15,22 +15,8 @@ from transformers import AutoModel
 import train
 from data_collator import ScoredBatchError
 from modeling_d2llm import D2LLMModel
-from scored_fixture import save_tiny_backbone, scored_dataset, scored_rows, to_dataset
+from scored_fixture import scored_dataset, scored_rows, to_dataset
 from trainer_d2llm import LOSS_COMPONENTS, TRAINABLE_STATE_FILE
-
-TASKS = ["symmetric", "asymmetric"]
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory) -> str:
-    return save_tiny_backbone(tmp_path_factory.mktemp("backbone") / "tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def scored(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("data") / "scored"
-    scored_dataset(num_batches=6, tasks=TASKS).save_to_disk(str(path))
-    return str(path)
 
 
 def _config(path: Path, backbone: str, scored: str, **overrides) -> str:
