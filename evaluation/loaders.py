@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from preprocess.readers import DataError, beir_document_text, iter_records
+from preprocess.readers import DataError, beir_document_text, iter_records, qrel_judgements
 
 NLI_LABELS = {"entailment": True, "neutral": False, "contradiction": False}
 Records = Iterable[tuple[str, dict[str, Any]]]
@@ -77,14 +77,9 @@ def load_retrieval(source: str, split: str = "test") -> RetrievalData:
     if not corpus:
         raise DataError(f"{corpus_name}: the corpus has no documents")
     qrels: dict[str, dict[str, int]] = {}
-    for where, row in qrels_rows:
-        query, doc = str(_field(row, "query-id", where)), str(_field(row, "corpus-id", where))
-        grade = _as_grade(_field(row, "score", where), where)
-        if doc not in corpus:
-            raise DataError(f"{where}: corpus-id {doc!r} is not in {corpus_name}")
-        if query not in queries:
-            raise DataError(f"{where}: query-id {query!r} is not among the queries of {source}")
-        qrels.setdefault(query, {})[doc] = grade
+    for where, query, doc, score in qrel_judgements(qrels_rows, queries, corpus, f"the queries of {source}",
+                                                    corpus_name):
+        qrels.setdefault(query, {})[doc] = _as_grade(score, where)
     if not qrels:
         raise DataError(f"{source}: the qrels of split {split!r} hold no judgements")
     return RetrievalData(corpus, {query: queries[query] for query in qrels}, qrels, source)
@@ -174,8 +169,7 @@ def _as_positive(value: Any, where: str) -> bool:
     raise DataError(f"{where}: field 'label' must be entailment/neutral/contradiction or 0/1, got {value!r}")
 
 
-def _as_grade(value: Any, where: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: field 'score' must be an integer grade, got {value!r}") from None
+def _as_grade(value: float, where: str) -> int:
+    if value != int(value):
+        raise DataError(f"{where}: field 'score' must be an integer grade, got {value!r}")
+    return int(value)

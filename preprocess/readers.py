@@ -33,7 +33,7 @@ import logging
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -343,6 +343,21 @@ def _beir_table(path: Path, text_of, report: ReadReport, kind: str) -> dict[str,
     return table
 
 
+def qrel_judgements(records: Iterable[tuple[str, dict]], queries: Container[str], documents: Container[str],
+                    queries_name: str, corpus_name: str) -> Iterator[tuple[str, str, str, float]]:
+    """``(location, query_id, doc_id, score)`` of every BEIR qrels row; a row whose query-id or corpus-id is not
+    among ``queries`` / ``documents`` (named ``queries_name`` / ``corpus_name`` in the error), a missing column
+    or a non-numeric score is a ``DataError``."""
+    for location, row in records:
+        query_id, doc_id = str(_column(row, "query-id", location)), str(_column(row, "corpus-id", location))
+        score = _score(_column(row, "score", location), location)
+        if query_id not in queries:
+            raise DataError(f"{location}: query-id {query_id!r} is not in {queries_name}")
+        if doc_id not in documents:
+            raise DataError(f"{location}: corpus-id {doc_id!r} is not in {corpus_name}")
+        yield location, query_id, doc_id, score
+
+
 def _beir_examples(folder: Path, split: str, min_relevance: int, report: ReadReport
                    ) -> tuple[list[tuple[str, str, dict, str]], list[str]]:
     documents = _beir_table(folder / "corpus.jsonl", beir_document_text, report, "document")
@@ -354,14 +369,10 @@ def _beir_examples(folder: Path, split: str, min_relevance: int, report: ReadRep
     judged: dict[str, list[str]] = {}
     seen: set[tuple[str, str]] = set()
     rows = []
-    for location, row in _file_records(qrels_path):
+    for location, query_id, doc_id, score in qrel_judgements(_file_records(qrels_path), queries, documents,
+                                                             str(folder / "queries.jsonl"),
+                                                             str(folder / "corpus.jsonl")):
         report.rows += 1
-        query_id, doc_id = str(_column(row, "query-id", location)), str(_column(row, "corpus-id", location))
-        score = _score(_column(row, "score", location), location)
-        if query_id not in queries:
-            raise DataError(f"{location}: query-id {query_id!r} is not in {folder / 'queries.jsonl'}")
-        if doc_id not in documents:
-            raise DataError(f"{location}: corpus-id {doc_id!r} is not in {folder / 'corpus.jsonl'}")
         judged.setdefault(query_id, [])
         if score < min_relevance:
             continue
