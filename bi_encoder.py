@@ -20,8 +20,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
 from bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
-from backbones import load_backbone
-from modeling_d2llm import apply_bidirectional_layers, mean_pool
+from modeling_d2llm import apply_bidirectional_layers, load_backbone, mean_pool
 
 SETTINGS_FILE = "bi_encoder.json"
 BELLM_PROMPT = 'The representative word for sentence {text} is:"'

@@ -231,15 +231,9 @@ class D2LLMModel(D2LLMPreTrainedModel):
 
         ``config_overrides`` go to :class:`D2LLMConfig` (``pma_num_heads``, ``iem_hidden_size``, ...).
         """
-        if gguf_file is None and str(name_or_path).endswith(".gguf"):
-            name_or_path, gguf_file = os.path.split(os.path.abspath(name_or_path))
-        load_kwargs: dict[str, Any] = {"attn_implementation": attn_implementation or default_attn_implementation()}
-        if gguf_file is not None:  # unpacked into plain dense weights, which train and save
-            load_kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True))
-        if dtype is not None:
-            load_kwargs["dtype"] = dtype
-        tokenizer = load_tokenizer(name_or_path, gguf_file=gguf_file)
-        backbone = AutoModel.from_pretrained(name_or_path, **load_kwargs)
+        name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
+        backbone, tokenizer = load_backbone(AutoModel, name_or_path, gguf_file=gguf_file, dtype=dtype,
+                                            attn_implementation=attn_implementation)
         config = D2LLMConfig(backbone_config=backbone.config.to_dict(), **config_overrides)
         with torch.device("meta"):
             model = cls(config)
@@ -643,6 +637,29 @@ def default_attn_implementation() -> str:
     if torch.cuda.is_available() and is_flash_attn_2_available():
         return "flash_attention_2"
     return "sdpa"
+
+
+def split_gguf_path(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """``(folder or hub id, gguf file name or None)``: a path ending in ``.gguf`` names its folder and file."""
+    if gguf_file is None and str(name_or_path).endswith(".gguf"):
+        return os.path.split(os.path.abspath(name_or_path))
+    return str(name_or_path), gguf_file
+
+
+def load_backbone(auto_class: Any, name_or_path: str, *, gguf_file: str | None = None,
+                  dtype: torch.dtype | str | None = None, attn_implementation: str | None = None) -> tuple[Any, Any]:
+    """``(auto_class.from_pretrained(...), tokenizer)`` from a folder, a hub id or a ``.gguf`` file path.
+
+    ``auto_class``: ``AutoModel`` for an encoder backbone, ``AutoModelForCausalLM`` to keep the LM head. GGUF
+    weights are unpacked into a plain dense model: packed ones can be neither trained nor saved.
+    """
+    name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation or default_attn_implementation()}
+    if gguf_file is not None:
+        kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True))
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    return auto_class.from_pretrained(name_or_path, **kwargs), load_tokenizer(name_or_path, gguf_file=gguf_file)
 
 
 def load_tokenizer(name_or_path: str, gguf_file: str | None = None, trust_remote_code: bool = False):

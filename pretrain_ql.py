@@ -17,7 +17,7 @@ from typing import Sequence
 
 from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
 
-from backbones import load_backbone
+from modeling_d2llm import load_backbone
 from llmql import QLCollator, load_pairs
 
 

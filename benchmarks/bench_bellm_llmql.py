@@ -55,7 +55,7 @@ def base_backbone(work: Path) -> str:
     if not (folder / "model.safetensors").exists():
         from transformers import AutoModelForCausalLM
 
-        from backbones import load_backbone
+        from modeling_d2llm import load_backbone
         from embedded_models import smollm2_gguf
 
         model, tokenizer = load_backbone(AutoModelForCausalLM, smollm2_gguf())
