@@ -1,6 +1,8 @@
-"""SciFact NDCG@10 of the bi-encoder baseline with and without BeLLM's bidirectional layer and LLM-QL pre-training.
+"""SciFact NDCG@10 of the bi-encoder baseline and of the D2LLM student, with and without BeLLM's bidirectional
+layer and LLM-QL pre-training.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_bellm_llmql.py [--work /tmp/bench_bellm] [--queries 40] ...
+        [--scored SCORED_DIR [--epochs 2]]
 
 A small, seeded slice so that it runs on a CPU: the first ``--queries`` judged test queries, a corpus of their
 relevant documents plus random others (``--corpus`` in all), ``--train-pairs`` (query, positive) pairs of the
@@ -8,6 +10,12 @@ train split. Rows: starting backbone (the embedded SmolLM2, or it after ``--ql-s
 pairs) x ``bidirectional_layers`` in {0, 1} x {zero-shot, ``--steps`` LoRA steps of InfoNCE + AnglE}.
 Resumable: every finished row is stored in ``WORK/results.json`` and skipped on a rerun, the dense base model and
 the QL backbone are built once.
+
+With ``--scored`` (teacher-scored fixed batches, e.g. the SciFact batches of ``benchmarks/bench_quality.py``;
+only the ``asymmetric`` ones are used), each starting backbone x k also gets two rows trained by ``train.py`` on
+exactly those batches for ``--epochs``: ``--objective bi-encoder`` (InfoNCE + AnglE on their texts and hard
+negatives) and the D2LLM student (``configs/main_job.yaml``: PMA + IEM, the three losses); both are evaluated
+by ``evaluate.py``'s code on the same slice.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ from bi_encoder import BELLM_PROMPT, BiEncoder, train_step  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
 from evaluation.metrics import retrieval  # noqa: E402
 
-DATA = "/work/shared/data/en/scifact"
+REPO = Path(__file__).resolve().parents[1]
+DATA = str(REPO.parent / "shared" / "data" / "en" / "scifact")
+OBJECTIVES = {"bi-encoder": "bi-encoder, train.py on scored batches", "d2llm": "D2LLM student, train.py on scored batches"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,6 +56,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ql-steps", type=int, default=24)
     parser.add_argument("--ql-lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scored", help="teacher-scored batches: adds the train.py rows (bi-encoder and student)")
+    parser.add_argument("--epochs", type=float, default=2, help="train.py epochs over the asymmetric batches")
     return parser.parse_args()
 
 
@@ -114,13 +126,53 @@ def fine_tune(encoder: BiEncoder, pairs: list[dict], args: argparse.Namespace) -
             print(f"    step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()), flush=True)
 
 
+def asymmetric_batches(scored: str, work: Path) -> str:
+    """The ``asymmetric`` stored batches of ``scored``, saved once under ``work``."""
+    folder = work / "scored_asymmetric"
+    if not folder.exists():
+        from datasets import load_from_disk
+
+        batches = load_from_disk(scored).filter(lambda row: row["task"] == "asymmetric")
+        if len(batches) == 0:
+            raise SystemExit(f"{scored} holds no asymmetric batch")
+        batches.save_to_disk(str(folder))
+    return str(folder)
+
+
+def train_with_train_py(objective: str, start: str, k: int, batches: str, output: Path, args: argparse.Namespace
+                        ) -> None:
+    """``accelerate launch train.py configs/main_job.yaml`` with the given objective, start and k (skipped when
+    ``output`` holds a finished model)."""
+    if (output / "config.json").exists() or (output / "bi_encoder.json").exists():
+        return
+    import subprocess
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", "configs/main_job.yaml",
+               "--objective", objective, "--model_name_or_path", start, "--bidirectional_layers", str(k),
+               "--train_dataset", batches, "--output_dir", str(output), "--num_train_epochs", str(args.epochs),
+               "--max_seq_length", str(args.max_length), "--seed", str(args.seed), "--disable_tqdm", "true"]
+    subprocess.run(command, cwd=REPO, check=True)
+
+
+def evaluated_ndcg(model: str, queries: dict, corpus: dict, qrels: dict) -> float:
+    """NDCG@10 over the slice through ``evaluate.py``'s code path (IEM scores or cosine)."""
+    from evaluate import evaluate_retrieval
+    from evaluation.loaders import RetrievalData
+    from evaluation.models import load_scorer
+
+    data = RetrievalData(corpus, queries, qrels, "SciFact slice")
+    return evaluate_retrieval(load_scorer(model, batch_size=16, device="cpu"), data)["ndcg_at_10"]
+
+
 def main() -> None:
     args = parse_args()
     torch.manual_seed(args.seed)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results_file = work / "results.json"
-    settings = {key: value for key, value in vars(args).items() if key != "work"}
+    # the train.py rows record their own --scored / --epochs, so adding them keeps the finished rows
+    settings = {key: value for key, value in vars(args).items() if key not in ("work", "scored", "epochs")}
     saved = json.loads(results_file.read_text()) if results_file.exists() else {"settings": settings, "rows": {}}
     if saved["settings"] != settings:
         raise SystemExit(f"{results_file} holds results of other settings {saved['settings']}: use another --work")
@@ -148,7 +200,28 @@ def main() -> None:
                                 "seconds": round(time.time() - began)}
                 results_file.write_text(json.dumps(saved, indent=2))
                 print(f"{row}: NDCG@10 {results[row]['ndcg_at_10']:.4f} ({results[row]['seconds']} s)", flush=True)
-    print(f"\nSciFact slice ({len(queries)} test queries, {len(corpus)} documents), NDCG@10 of the bi-encoder")
+    if args.scored:
+        batches = asymmetric_batches(args.scored, work)
+        for start_name in starts:
+            for k in (0, 1):
+                for objective, label in OBJECTIVES.items():
+                    row = f"{start_name} | k={k} | {label}"
+                    if row in results:
+                        if (results[row]["scored"], results[row]["epochs"]) != (args.scored, args.epochs):
+                            raise SystemExit(f"{results_file}: row {row!r} was trained on other batches or epochs")
+                        continue
+                    if starts[start_name] is None:
+                        starts[start_name] = ql_backbone(work, base, pairs, args)
+                    began = time.time()
+                    output = work / "trained" / f"{'ql' if 'QL' in start_name else 'base'}-k{k}-{objective}"
+                    train_with_train_py(objective, starts[start_name], k, batches, output, args)
+                    results[row] = {"ndcg_at_10": evaluated_ndcg(str(output), queries, corpus, qrels),
+                                    "seconds": round(time.time() - began), "scored": args.scored,
+                                    "epochs": args.epochs}
+                    results_file.write_text(json.dumps(saved, indent=2))
+                    print(f"{row}: NDCG@10 {results[row]['ndcg_at_10']:.4f} ({results[row]['seconds']} s)",
+                          flush=True)
+    print(f"\nSciFact slice ({len(queries)} test queries, {len(corpus)} documents), NDCG@10")
     print("| backbone | bidirectional_layers | training | NDCG@10 |\n| --- | --- | --- | --- |")
     for row, value in results.items():
         backbone, k, training = row.split(" | ")
