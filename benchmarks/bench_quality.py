@@ -23,11 +23,14 @@ built under a ``.partial`` name and renamed when complete), so a killed run star
    teacher reranks the BM25 top ``--rerank-depth`` of that slice). Each (model, task) result is written to
    ``WORK/results.json`` as soon as it is measured.
 
-Default sizes (seeded; chosen from a measured small run so that the default run takes roughly 75 minutes on a 2-core
-CPU shared with other jobs): 48 STS-B + 48 SICK + 36 SciFact training examples, K = 3, B = 8 (12 symmetric + 4
-asymmetric scored batches), one epoch; teacher LoRA on at most 32 rows of each source; 300 STS-B test pairs, 300
-SNLI dev pairs, 50 SciFact test queries over 250 documents, teacher reranking depth 20. Most of the time goes to
-encoding long SciFact passages with the 135M-parameter backbone (teacher scoring, training, evaluation).
+Default sizes (seeded; chosen from a measured small run): 48 STS-B + 48 SICK + 36 SciFact training examples, K = 3,
+B = 8 (12 symmetric + 4 asymmetric scored batches), one epoch; teacher LoRA on at most 32 rows of each source (10
+steps of 16); 300 STS-B test pairs, 300 SNLI dev pairs, 50 SciFact test queries over 250 documents, teacher
+reranking depth 20. Measured on the 2-core CPU: export, mining, teacher adaptation and scoring 14 min on a quiet
+machine; then, with another developer's jobs on the same cores, about 15 min to train and 8 min to evaluate each
+SmolLM2 model, so the whole run takes 1 to 2.5 hours depending on the load. Most of the time goes to long SciFact
+passages through the 135M-parameter backbone. These sizes are far too small for a good teacher (SPEC section 1:
+Spearman 0.73 needs about 150 steps of 16 STS-B pairs): raise ``--teacher-pairs`` first when there is time.
 
 Models are trained and evaluated in child processes (``train.py`` with activation checkpointing, the bi-encoder and
 every evaluation in a spawned process), so this process stays small: two models in memory at once do not fit
