@@ -453,7 +453,8 @@ class D2LLMTrainer(ScoredBatchTrainer):
             return self.optimizer
         opt_model = model if model is not None else self.model
         student = self.accelerator.unwrap_model(opt_model)
-        heads = {id(param) for module in (student.pma, student.iem) for param in module.parameters()}
+        heads = {id(param) for module in (student.pma, student.iem) if module is not None
+                 for param in module.parameters()}
         decay = set(self.get_decay_parameter_names(opt_model))
         rates = {False: self.args.learning_rate, True: self.args.head_learning_rate or self.args.learning_rate}
         groups = []
@@ -520,8 +521,9 @@ def render_model_card(model: D2LLMModel, args: D2LLMTrainingArguments, log_histo
         f"- backbone: `{backbone.name_or_path or backbone.model_type}` ({backbone.model_type}, "
         f"{model.config.num_backbone_layers} layers, hidden size {model.config.hidden_size})",
         f"- tasks: {', '.join(model.config.task_names)}; embedding size {model.config.embedding_size}; "
-        f"IEM width {model.config.iem_hidden_size}; PMA {model.config.pma_num_heads} heads, "
-        f"{model.config.pma_num_seeds} seed(s)",
+        f"IEM width {model.config.iem_hidden_size}; "
+        + (f"PMA {model.config.pma_num_heads} heads, {model.config.pma_num_seeds} seed(s)"
+           if model.config.pooling == "pma" else "mean pooling"),
         f"- LoRA merged into the weights: {'yes' if model.has_lora else 'no (full fine-tuning or heads only)'}",
         "",
         "## Training data",

@@ -316,3 +316,14 @@ def test_activation_checkpointing_is_non_reentrant_and_leaves_the_losses_unchang
     layers = trainer.model.backbone_model().layers
     assert trainer.model.is_activation_checkpointing and all(layer.gradient_checkpointing for layer in layers)
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_a_mean_pooling_student_trains_its_iem_at_the_head_learning_rate(tmp_path):
+    model = tiny_student(pooling="mean")
+    trainer = D2LLMTrainer(model, _args(tmp_path, max_steps=1, head_learning_rate=1e-2),
+                           train_dataset=scored_dataset(num_batches=1))
+    before = model.iem.first.weight.detach().clone()
+    trainer.train()
+    rates = {group["initial_lr"] for group in trainer.optimizer.param_groups}
+    assert model.pma is None and 1e-2 in rates
+    assert not torch.equal(before, model.iem.first.weight)
