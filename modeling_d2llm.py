@@ -545,8 +545,8 @@ class D2LLMModel(D2LLMPreTrainedModel):
         return [(int(i), float(scores[i])) for i in top]
 
 
-_HEAD_SETTINGS = {"pooling", "pma_num_heads", "pma_num_seeds", "pma_layer_norm", "iem_hidden_size", "iem_dropout", "task_names",
-                  "pooling_layer", "normalize_embeddings", "max_seq_length", "query_instructions",
+_HEAD_SETTINGS = {"pooling", "pma_num_heads", "pma_num_seeds", "pma_layer_norm", "iem_hidden_size", "iem_dropout",
+                  "task_names", "pooling_layer", "normalize_embeddings", "max_seq_length", "query_instructions",
                   "passage_instructions", "bidirectional_layers", "initializer_range", "iem_init"}
 
 

@@ -86,7 +86,8 @@ class ModelArguments:
     def head_settings(self) -> dict[str, Any]:
         return {
             "pooling": self.pooling, "pma_num_heads": self.pma_num_heads, "pma_num_seeds": self.pma_num_seeds,
-            "iem_hidden_size": self.iem_hidden_size, "iem_dropout": self.iem_dropout, "iem_init": self.iem_init, "task_names": self.task_names,
+            "iem_hidden_size": self.iem_hidden_size, "iem_dropout": self.iem_dropout, "iem_init": self.iem_init,
+            "task_names": self.task_names,
             "pooling_layer": self.pooling_layer, "normalize_embeddings": self.normalize_embeddings,
             "max_seq_length": self.max_seq_length, "bidirectional_layers": self.bidirectional_layers,
             "query_instructions": _mapping(self.query_instructions, "query_instructions"),
@@ -177,7 +178,8 @@ def build_model(args: ModelArguments) -> D2LLMModel | BiEncoder:
         source = embedded_models.smollm2_gguf()
     if args.objective == "bi-encoder":
         model = BiEncoder.from_pretrained(source, dtype=args.dtype, attn_implementation=args.attn_implementation,
-                                          pooling=args.bi_encoder_pooling, prompt_template=args.prompt_template or None,
+                                          pooling=args.bi_encoder_pooling,
+                                          prompt_template=args.prompt_template or None,
                                           max_seq_length=args.max_seq_length,
                                           bidirectional_layers=args.bidirectional_layers)
     elif _is_d2llm_checkpoint(source):

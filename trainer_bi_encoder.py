@@ -50,9 +50,9 @@ class BiEncoderTrainer(ScoredBatchTrainer):
                  loss_weights: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not isinstance(model, BiEncoder):
             raise TypeError(f"BiEncoderTrainer trains a BiEncoder, got {type(model).__name__}")
-        tasks = sorted(set(train_dataset["task"])) if train_dataset is not None and "task" in train_dataset.column_names \
-            else []
+        tasks: list[str] = []
         if train_dataset is not None:
+            tasks = sorted(set(train_dataset["task"])) if "task" in train_dataset.column_names else []
             validate_scored_dataset(train_dataset, tasks)
         self.loss_weights = dict(loss_weights or {})
         super().__init__(model=model, args=args, train_dataset=train_dataset,
