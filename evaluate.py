@@ -113,6 +113,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-queries", type=int, help="evaluate a seeded sample of this many judged queries")
     parser.add_argument("--rerank-depth", type=int, default=100,
                         help="cross-encoders: documents of the first stage reranked per query")
+    parser.add_argument("--max-query-tokens", type=int,
+                        help="teachers: cut queries to this many tokens (default 128; as in adaptation and scoring)")
+    parser.add_argument("--max-passage-tokens", type=int,
+                        help="teachers: cut passages to this many tokens (default 384; as in adaptation and scoring)")
     parser.add_argument("--first-stage", default="bm25", help="cross-encoders: bm25 or a bi-encoder model path")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
@@ -131,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind = detect_model_type(args.model) if args.model_type == "auto" else args.model_type
         scorer = load_scorer(args.model, kind, teacher_adapter=args.teacher_adapter, language=args.language,
                              batch_size=args.batch_size, rerank_depth=args.rerank_depth,
-                             first_stage=args.first_stage, device=args.device)
+                             first_stage=args.first_stage, device=args.device,
+                             max_query_tokens=args.max_query_tokens, max_passage_tokens=args.max_passage_tokens)
         results = run(scorer, jobs)
     except (DataError, ModelError, metrics.MetricError) as error:
         print(f"error: {error}", file=sys.stderr)

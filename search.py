@@ -276,8 +276,8 @@ def _query(args: argparse.Namespace, model: Any, corpus: dict[str, str]) -> dict
     embedded = index.encode_queries(model, texts, args.batch_size)
     hits = index.search(model, embedded, args.top_k, two_stage=args.two_stage, candidates=args.candidates)
     report: dict[str, Any] = {"results": [
-        {"query": text, "hits": [{"id": doc, "score": round(score, 4), **({"text": corpus[doc]} if doc in corpus else {})}
-                                 for doc, score in found]}
+        {"query": text, "hits": [{"id": doc, "score": round(score, 4),
+                                  **({"text": corpus[doc]} if doc in corpus else {})} for doc, score in found]}
         for text, found in zip(texts, hits)]}
     if args.two_stage:
         report[f"two_stage_recall_at_{args.top_k}"] = index.two_stage_recall(model, embedded, args.top_k,

@@ -53,7 +53,8 @@ def _inbatch_contrastive(student_inbatch: torch.Tensor, tau: float, offset: int)
 
 
 def _hard_contrastive(student_hard: torch.Tensor, teacher_hard: torch.Tensor, tau: float) -> torch.Tensor:
-    """``mean_i -log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]``, ``W[i, 0] = S_h[i, 0]``, ``W[i, k>=1] = 1 - S_h[i, k]``."""
+    """``mean_i -log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]``,
+    ``W[i, 0] = S_h[i, 0]``, ``W[i, k>=1] = 1 - S_h[i, k]``."""
     teacher = teacher_hard.float()
     weights = torch.cat([teacher[:, :1], 1.0 - teacher[:, 1:]], dim=1)
     return -F.log_softmax(weights * student_hard.float() / tau, dim=1)[:, 0].mean()
@@ -98,7 +99,8 @@ def contrastive_imitation_loss(student_inbatch: torch.Tensor, student_hard: torc
                                inbatch_offset: int = 0) -> torch.Tensor:
     """Contrastive imitation (SPEC section 3):
 
-    ``L_CI = mean_i CE(Z_ib[i, :] / tau_ib, target i) + alpha * mean_i [-log softmax_k(W[i, :] * Z_h[i, :] / tau_h)[0]]``
+    ``L_CI = mean_i CE(Z_ib[i, :] / tau_ib, target i)
+    + alpha * mean_i [-log softmax_k(W[i, :] * Z_h[i, :] / tau_h)[0]]``
     with ``W[i, 0] = S_h[i, 0]`` and ``W[i, k] = 1 - S_h[i, k]`` for k >= 1.
 
     ``student_inbatch [B, B]`` (or ``[B, N]`` with the positives of several processes, query i's own positive in
@@ -231,7 +233,8 @@ class D2LLMTrainingArguments(TrainingArguments):
     tau_inbatch: float = field(default=1.0, metadata={"help": "Temperature of the in-batch contrastive term."})
     tau_hard: float = field(default=1.0, metadata={"help": "Temperature of the hard-negative contrastive term."})
     rank_scale: float = field(default=1.0, metadata={"help": "c, the divisor of the pairwise rank margins."})
-    teacher_temperature: float = field(default=1.0, metadata={"help": "tau_T of s = softmax([l_yes, l_no] / tau_T)[0]."})
+    teacher_temperature: float = field(
+        default=1.0, metadata={"help": "tau_T of s = softmax([l_yes, l_no] / tau_T)[0]."})
     bi_encoder_temperature: float = field(default=0.05, metadata={
         "help": "objective bi-encoder: temperature of its InfoNCE and AnglE terms."})
     ibn_weight: float = field(default=1.0, metadata={"help": "objective bi-encoder: weight of in-batch InfoNCE."})
@@ -240,7 +243,8 @@ class D2LLMTrainingArguments(TrainingArguments):
     head_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of PMA and IEM (default: learning_rate)."})
     auto_bf16: bool = field(
-        default=True, metadata={"help": "Train in bf16 when a CUDA device supports it and neither bf16 nor fp16 is set."})
+        default=True,
+        metadata={"help": "Train in bf16 when a CUDA device supports it and neither bf16 nor fp16 is set."})
     per_device_train_batch_size: int = field(
         default=1, metadata={"help": "Stored fixed batches per device and step: must be 1."})
     per_device_eval_batch_size: int = field(
@@ -330,7 +334,8 @@ class ScoredBatchTrainer(Trainer):
         if trained.has_lora and self.args.should_save:
             from safetensors.torch import save_file
 
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            checkpoint = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder = os.path.join(self._get_output_dir(trial=trial), checkpoint)
             save_file(trainable_state_dict(trained), os.path.join(folder, TRAINABLE_STATE_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:

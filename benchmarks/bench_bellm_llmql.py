@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import time
@@ -38,7 +37,10 @@ from evaluation.metrics import retrieval  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = str(REPO.parent / "shared" / "data" / "en" / "scifact")
-OBJECTIVES = {"bi-encoder": "bi-encoder, train.py on scored batches", "d2llm": "D2LLM student, train.py on scored batches"}
+OBJECTIVES = {
+    "bi-encoder": "bi-encoder, train.py on scored batches",
+    "d2llm": "D2LLM student, train.py on scored batches",
+}
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,8 +1,9 @@
 """Which kind of model a path or hub id is, and loading it as a scorer (``evaluation.scorers``).
 
 Kinds: ``d2llm`` (a checkpoint whose ``config.json`` has ``model_type: d2llm``), ``sentence-transformers`` (a
-folder with ``modules.json``), ``bi-encoder`` (a ``bi_encoder.BiEncoder`` folder, with ``bi_encoder.json``), ``teacher`` (a ``.gguf`` file or a causal-LM checkpoint, read as a yes/no
-cross-encoder, optionally with a LoRA adapter from teacher adaptation).
+folder with ``modules.json``), ``bi-encoder`` (a ``bi_encoder.BiEncoder`` folder, with ``bi_encoder.json``),
+``teacher`` (a ``.gguf`` file or a causal-LM checkpoint, read as a yes/no cross-encoder, optionally with a LoRA
+adapter from teacher adaptation).
 """
 
 from __future__ import annotations
@@ -62,14 +63,23 @@ def load_scorer(
     rerank_depth: int = 100,
     first_stage: str = "bm25",
     device: str | None = None,
+    max_query_tokens: int | None = None,
+    max_passage_tokens: int | None = None,
 ) -> Scorer:
     """The scorer of a model. Cross-encoders rerank the ``rerank_depth`` best documents of ``first_stage``
-    (``bm25``, or the path of a bi-encoder: a D2LLM or sentence-transformers model)."""
+    (``bm25``, or the path of a bi-encoder: a D2LLM or sentence-transformers model) and cut each query and
+    passage to ``max_query_tokens`` / ``max_passage_tokens`` (None: the teacher's defaults); set them as in the
+    teacher's adaptation and scoring."""
     kind = detect_model_type(name_or_path) if model_type == "auto" else model_type
     if kind not in MODEL_TYPES:
         raise ModelError(f"--model-type must be auto or one of {MODEL_TYPES}, got {kind!r}")
     if teacher_adapter and kind != "teacher":
         raise ModelError(f"--teacher-adapter applies to a teacher, but {name_or_path} is a {kind} model")
+    lengths = {key: value for key, value in (("max_query_tokens", max_query_tokens),
+                                             ("max_passage_tokens", max_passage_tokens)) if value is not None}
+    if lengths and kind != "teacher":
+        raise ModelError(f"--max-query-tokens / --max-passage-tokens apply to a teacher, but {name_or_path} is a "
+                         f"{kind} model")
     if kind == "d2llm":
         return D2LLMScorer(load_d2llm(name_or_path, device), batch_size)
     if kind == "sentence-transformers":
@@ -82,7 +92,8 @@ def load_scorer(
         return CosineScorer(BiEncoder.from_pretrained(name_or_path).to(device or _default_device()), batch_size)
     from preprocess.teacher import YesNoTeacher
 
-    teacher = YesNoTeacher.from_pretrained(name_or_path, adapter=teacher_adapter, language=language, device=device)
+    teacher = YesNoTeacher.from_pretrained(name_or_path, adapter=teacher_adapter, language=language, device=device,
+                                           **lengths)
     if first_stage == "bm25":
         retriever = BM25FirstStage(language)
     else:

@@ -176,7 +176,8 @@ class BM25FirstStage:
 
         doc_ids = list(corpus)
         ranked = BM25Retriever([corpus[i] for i in doc_ids], self.language).search(list(queries.values()), top_k)
-        return {query: {doc_ids[d]: -float(rank) for rank, d in enumerate(docs)} for query, docs in zip(queries, ranked)}
+        return {query: {doc_ids[d]: -float(rank) for rank, d in enumerate(docs)}
+                for query, docs in zip(queries, ranked)}
 
 
 def _as_run(query_ids: list[str], doc_ids: list[str], scores: torch.Tensor, indices: torch.Tensor) -> Run:

@@ -35,7 +35,7 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
 from preprocess.prompts import prompts_to_json
-from preprocess.readers import PAIR_FEATURES, read_pairs
+from preprocess.readers import PAIR_FEATURES, POSITIVE_LABELS, read_pairs
 from preprocess.teacher import PROMPTS_FILE, YesNoTeacher
 from preprocess.teacher_eval import add_dev_arguments, evaluate_teacher, load_dev
 
@@ -155,8 +155,12 @@ def save_adapter(teacher: YesNoTeacher, output: str | Path, report: dict) -> Non
 
 
 def load_training_pairs(pair_files: Sequence[str], mined_dirs: Sequence[str], task: str, limit: int | None,
-                        seed: int) -> Dataset:
-    parts = [read_pairs(path, task=task, limit=limit, seed=seed)[0] for path in pair_files]
+                        seed: int, layout: str = "auto", positive_labels: Sequence[str] = POSITIVE_LABELS
+                        ) -> Dataset:
+    """Pairs files read with ``layout`` (``auto``: graded when rows carry a score, as SICK does next to its
+    label; ``labelled`` reads the label, positive when in ``positive_labels``) and mined examples."""
+    parts = [read_pairs(path, layout=layout, task=task, limit=limit, seed=seed, positive_labels=positive_labels)[0]
+             for path in pair_files]
     for path in mined_dirs:
         mined = load_from_disk(path)
         if limit is not None and limit < len(mined):
@@ -174,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", required=True, help="folder for the LoRA adapter and report")
     parser.add_argument("--train-pairs", nargs="*", default=[], help="graded or labelled pairs files")
     parser.add_argument("--train-task", default="symmetric", help="task of the training pairs files")
+    parser.add_argument("--train-layout", default="auto", choices=("auto", "graded", "labelled"),
+                        help="how to read the pairs files (auto: graded when rows have a score)")
+    parser.add_argument("--positive-labels", nargs="+", default=list(POSITIVE_LABELS),
+                        help="labelled layout: labels whose target is 1")
     parser.add_argument("--train-mined", nargs="*", default=[], help="mined datasets (retrieval positives)")
     parser.add_argument("--limit", type=int, help="use this many rows of each training source, drawn with --seed")
     parser.add_argument("--epochs", type=float, default=defaults.epochs)
@@ -191,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     config = AdaptConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_r=args.lora_r,
                          lora_alpha=args.lora_alpha, seed=args.seed)
-    train = load_training_pairs(args.train_pairs, args.train_mined, args.train_task, args.limit, args.seed)
+    train = load_training_pairs(args.train_pairs, args.train_mined, args.train_task, args.limit, args.seed,
+                                args.train_layout, args.positive_labels)
     dev_pairs, dev_mined = load_dev(args)
     teacher = YesNoTeacher.from_pretrained(args.teacher, max_query_tokens=args.max_query_tokens,
                                            max_passage_tokens=args.max_passage_tokens)

@@ -285,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = MiningConfig(k=args.k, methods=tuple(args.methods), depth=args.depth, skip_top=args.skip_top,
                           max_relative_score=args.max_relative_score if args.max_relative_score > 0 else None,
                           sample_pool=args.sample_pool or None, seed=args.seed, dense_model=args.dense_model,
-                          dense_max_tokens=args.dense_max_tokens, use_faiss=args.faiss, batch_size=args.batch_size, device=args.device)
+                          dense_max_tokens=args.dense_max_tokens, use_faiss=args.faiss, batch_size=args.batch_size,
+                          device=args.device)
     started = time.perf_counter()
     mined, report = mine(examples, corpus, config)
     mined.save_to_disk(args.output)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from modeling_d2llm import default_attn_implementation, load_tokenizer
+from modeling_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
 from preprocess.prompts import TaskPrompt, load_prompts, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"
@@ -79,8 +78,7 @@ class YesNoTeacher:
         ``merge_adapter=False`` (to train it further). The adapter's saved prompts are used unless ``prompts``
         is given. ``kwargs`` go to the constructor (``max_query_tokens``, ``max_passage_tokens``).
         """
-        if gguf_file is None and str(name_or_path).endswith(".gguf"):
-            name_or_path, gguf_file = os.path.split(os.path.abspath(name_or_path))
+        name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -2,9 +2,9 @@
 
 Texts are bags of words from six topics (all in ``tiny.WORDS``, so the tiny tokenizer knows them). A query asks
 about two words of a topic and its positive repeats them with a third; a hard negative holds words of another
-topic and maybe one other word of the query's topic; the synthetic "teacher" says yes in proportion to how much of a candidate's words
-belong to the query's topic. Teacher features of a
-pair are the candidate's topic histogram plus half the query's, so the cosine matrices carry the same signal.
+topic and maybe one other word of the query's topic; the synthetic "teacher" says yes in proportion to how much
+of a candidate's words belong to the query's topic. Teacher features of a pair are the candidate's topic
+histogram plus half the query's, so the cosine matrices carry the same signal.
 
 ``python tests/scored_fixture.py OUT_DIR [--num_batches N --batch_size B --num_negatives K --seed S]`` writes one
 with ``Dataset.save_to_disk`` (for ``train.py`` demos: ``configs/smollm2.yaml`` reads ``outputs/scored_fixture``).

@@ -14,7 +14,7 @@ from transformers import BertModel, LlamaForCausalLM
 import embedded_models
 from evaluate import main
 from evaluation.loaders import load_retrieval
-from evaluation.models import detect_model_type, load_d2llm
+from evaluation.models import ModelError, detect_model_type, load_d2llm, load_scorer
 from evaluation.scorers import BM25FirstStage, CosineScorer, CrossEncoderScorer, D2LLMScorer
 
 FIRST = ["the cat sat on the mat", "what is the capital of france", "a dog ran"]
@@ -116,6 +116,18 @@ def test_cli_evaluates_a_teacher_folder_by_reranking(data, tmp_path, capsys):
                               "--beir", data["beir"], "--rerank-depth", 3, "--batch-size", 4)
     assert code == 0 and report["model_type"] == "teacher"
     assert report["results"][1]["reranked"] == {"first_stage": "bm25", "depth": 3}
+
+
+def test_teacher_token_limits_reach_the_teacher_and_are_refused_for_other_models(checkpoint, tmp_path):
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama()).save_pretrained(tmp_path / "teacher")
+    tiny_tokenizer().save_pretrained(tmp_path / "teacher")
+    scorer = load_scorer(str(tmp_path / "teacher"), "teacher", max_query_tokens=7, max_passage_tokens=9)
+    assert (scorer.teacher.max_query_tokens, scorer.teacher.max_passage_tokens) == (7, 9)
+    default = load_scorer(str(tmp_path / "teacher"), "teacher", max_passage_tokens=9)
+    assert (default.teacher.max_query_tokens, default.teacher.max_passage_tokens) == (128, 9)
+    with pytest.raises(ModelError, match="apply to a teacher"):
+        load_scorer(str(checkpoint), "d2llm", max_passage_tokens=9)
 
 
 def test_teacher_can_rerank_a_bi_encoder_shortlist_but_not_a_cross_encoder_one(checkpoint, data, tmp_path, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mteb
-import pytest
 import torch
 from evaluation_tiny import tiny_d2llm
 

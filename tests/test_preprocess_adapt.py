@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from datasets import Dataset
 from preprocess_tiny import tiny_mined, tiny_teacher
 
-from preprocess.adapt_teacher import AdaptConfig, adapt, add_lora, class_weights, pairs_from_mined, save_adapter
+from preprocess.adapt_teacher import (AdaptConfig, adapt, add_lora, class_weights, load_training_pairs,
+                                     pairs_from_mined, save_adapter)
 from preprocess.readers import PAIR_FEATURES
 from preprocess.teacher import PROMPTS_FILE
 from preprocess.teacher_eval import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
@@ -66,6 +69,21 @@ def test_mined_rows_become_one_positive_and_one_negative_pair_each():
     for row, negative in zip(mined, pairs.select(range(1, 8, 2))):
         assert negative["passage"] in row["negatives"] and negative["query"] == row["query"]
     assert pairs_from_mined(mined, seed=0).to_list() == pairs.to_list()
+
+
+def test_pairs_with_score_and_label_are_read_by_the_chosen_layout(tmp_path):
+    """SICK rows carry a relatedness score and an NLI label: auto reads the score, labelled the label."""
+    rows = [{"sentence1": "a", "sentence2": "b", "score": 4.5, "label": "neutral"},
+            {"sentence1": "c", "sentence2": "d", "score": 1.0, "label": "entailment"}]
+    path = tmp_path / "sick.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    graded = load_training_pairs([str(path)], [], "symmetric", None, 0)
+    assert graded["target"] == pytest.approx([0.9, 0.2])
+    labelled = load_training_pairs([str(path)], [], "symmetric", None, 0, layout="labelled")
+    assert labelled["target"] == [0.0, 1.0]
+    neutral = load_training_pairs([str(path)], [], "symmetric", None, 0, layout="labelled",
+                                  positive_labels=["neutral"])
+    assert neutral["target"] == [1.0, 0.0]
 
 
 def test_reranking_evaluation_ranks_each_querys_positives_among_its_negatives():

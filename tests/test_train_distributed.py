@@ -33,7 +33,8 @@ def _config(path: Path, backbone: str, dataset: str) -> str:
         "lora_dropout": 0.0, "train_dataset": dataset, "output_dir": str(path / "out"), "max_steps": 1,
         "save_strategy": "steps", "save_steps": 1, "logging_steps": 1, "report_to": [], "use_cpu": True,
         "disable_tqdm": True, "optim": "sgd", "learning_rate": 1.0, "head_learning_rate": 1.0,
-        "lr_scheduler_type": "constant", "weight_decay": 0.0, "max_grad_norm": 0.0, "beta": 0.0, "gamma": 0.0, "seed": 0,
+        "lr_scheduler_type": "constant", "weight_decay": 0.0, "max_grad_norm": 0.0, "beta": 0.0, "gamma": 0.0,
+        "seed": 0,
     }
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.yaml").write_text(yaml.safe_dump(values))
