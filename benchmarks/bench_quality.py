@@ -16,8 +16,9 @@ built under a ``.partial`` name and renamed when complete), so a killed run star
 5. score: teacher-scored fixed batches of B queries, all three sets together (one task per batch);
 6. train: ONE D2LLM student on all the scored batches (``train.py``, ``configs/main_job.yaml``), the ablations
    (no FI: ``--eta 0``; no RI: ``--beta 0 --gamma 0``; mean pooling instead of PMA: ``--pooling mean``), and a
-   cosine bi-encoder (``bi_encoder.py``: mean pooling, InfoNCE over the same batches' queries, positives and hard
-   negatives, same backbone, LoRA, learning rate, temperature and number of steps);
+   cosine bi-encoder (``train.py --objective bi-encoder --angle_weight 0``: mean pooling, InfoNCE over the same
+   batches' queries, positives and hard negatives at the students' in-batch temperature; same backbone, LoRA,
+   learning rate, schedule and number of steps);
 7. evaluate (``evaluate.py``'s code path): STS-B test Spearman, SNLI dev average precision of entailment, SciFact
    test NDCG@10 over a corpus slice (every judged document of the sampled queries plus seeded random others; the
    teacher reranks the BM25 top ``--rerank-depth`` of that slice). Each (model, task) result is written to
@@ -32,8 +33,8 @@ SmolLM2 model, so the whole run takes 1 to 2.5 hours depending on the load. Most
 passages through the 135M-parameter backbone. These sizes are far too small for a good teacher (SPEC section 1:
 Spearman 0.73 needs about 150 steps of 16 STS-B pairs): raise ``--teacher-pairs`` first when there is time.
 
-Models are trained and evaluated in child processes (``train.py`` with activation checkpointing, the bi-encoder and
-every evaluation in a spawned process), so this process stays small: two models in memory at once do not fit
+Models are trained and evaluated in child processes (``train.py`` with activation checkpointing, every evaluation
+in a spawned process), so this process stays small: two models in memory at once do not fit
 next to other work on a 23 GB machine.
 
 At the end: a markdown table (ratio of each student row to the teacher, difference from the bi-encoder in points,
@@ -290,75 +291,37 @@ def score_stage(ledger: Ledger, work: Path, backbone: str, adapter: Path, mined:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def train_student(ledger: Ledger, work: Path, name: str, backbone: str, scored: Path, args: argparse.Namespace
-                  ) -> Path:
-    """One D2LLM student (``train.py`` under ``accelerate launch``, one process) with the row's options."""
-    return stage(ledger, f"train {name}", work / "models" / name, lambda out: sh([
-        PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", str(TRAIN_CONFIG),
-        "--model_name_or_path", backbone, "--train_dataset", str(scored), "--output_dir", str(out),
-        "--num_train_epochs", str(args.epochs), "--max_seq_length", str(args.max_tokens),
-        "--seed", str(args.seed), "--activation_checkpointing", "true", *STUDENTS[name]]))
+def train_command(name: str, backbone: str, scored: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """``train.py`` under ``accelerate launch`` (one process) for a student row or the bi-encoder row."""
+    return [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", str(TRAIN_CONFIG),
+            "--model_name_or_path", backbone, "--train_dataset", str(scored), "--output_dir", str(out),
+            "--num_train_epochs", str(args.epochs), "--max_seq_length", str(args.max_tokens),
+            "--seed", str(args.seed), "--activation_checkpointing", "true", *row_options(args)[name]]
 
 
-def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    """Learning-rate factor of step ``s``: linear warm-up, then linear decay to 0 (as the student's Trainer)."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    return factor
-
-
-def epoch_orders(num_batches: int, epochs: float, seed: int) -> list[int]:
-    """Batch indices to train on: seeded shuffles of all batches, ``round(epochs * num_batches)`` in all."""
-    rng, order = random.Random(seed), []
-    while len(order) < round(epochs * num_batches):
-        epoch = list(range(num_batches))
-        rng.shuffle(epoch)
-        order += epoch
-    return order[: round(epochs * num_batches)]
-
-
-def train_bi_encoder(backbone: str, scored: Path, out: Path, args: argparse.Namespace) -> None:
-    """Cosine bi-encoder: InfoNCE (no AnglE) on each scored batch's queries, positives and hard negatives, with the
-    student's LoRA, learning rate, warm-up, temperature and number of optimizer steps (from main_job.yaml), with
-    activation checkpointing like the students."""
-    import torch
+def row_options(args: argparse.Namespace) -> dict[str, list[str]]:
+    """train.py options of each trained row on top of configs/main_job.yaml: the students', and the cosine
+    bi-encoder's (InfoNCE over in-batch positives and the same hard negatives, at the student's in-batch
+    temperature, no prompt, no AnglE; LoRA, learning rate, schedule and steps as the students)."""
     import yaml
-    from datasets import load_from_disk
 
-    from bi_encoder import BiEncoder, train_step
+    tau = str(yaml.safe_load(TRAIN_CONFIG.read_text())["tau_inbatch"])
+    return {**STUDENTS, "bi_encoder": [
+        "--objective", "bi-encoder", "--bi_encoder_pooling", args.bi_pooling, "--prompt_template", "",
+        "--bi_encoder_temperature", tau, "--ibn_weight", "1", "--angle_weight", "0"]}
 
-    config = yaml.safe_load(TRAIN_CONFIG.read_text())
-    batches = load_from_disk(str(scored))
-    torch.manual_seed(args.seed)
-    encoder = BiEncoder.from_pretrained(backbone, attn_implementation="sdpa", pooling=args.bi_pooling,
-                                        max_seq_length=args.max_tokens)
-    encoder.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    encoder.enable_lora(r=config["lora_r"], lora_alpha=config["lora_alpha"], lora_dropout=config["lora_dropout"])
-    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad],
-                                  lr=float(config["learning_rate"]), weight_decay=float(config["weight_decay"]))
-    order = epoch_orders(len(batches), args.epochs, args.seed)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(len(order), config["warmup_steps"]))
-    started = time.perf_counter()
-    for step, index in enumerate(order):
-        row = batches[index]
-        parts = train_step(encoder, optimizer, {key: row[key] for key in ("queries", "positives", "negatives")},
-                           temperature=float(config["tau_inbatch"]), angle_weight=0.0)
-        scheduler.step()
-        print(f"  bi-encoder step {step + 1}/{len(order)} ({row['task']}): loss {parts['loss']:.4f} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
-    encoder.save_pretrained(str(out))
+
+def train_row(ledger: Ledger, work: Path, name: str, backbone: str, scored: Path, args: argparse.Namespace) -> Path:
+    """Train one row's model (a student or the bi-encoder) unless it is there already."""
+    return stage(ledger, f"train {name}", work / "models" / name,
+                 lambda out: sh(train_command(name, backbone, scored, out, args)))
 
 
 def model_path(ledger: Ledger, work: Path, name: str, backbone: str, scored: Path, args: argparse.Namespace) -> str:
     """The model of a row, trained first when it is one of ours."""
-    if name in STUDENTS:
-        return str(train_student(ledger, work, name, backbone, scored, args))
-    if name == "bi_encoder":
-        return str(stage(ledger, "train bi_encoder", work / "models" / "bi_encoder",
-                         lambda out: isolated(train_bi_encoder, backbone, scored, out, args)))
+    if name in STUDENTS or name == "bi_encoder":
+        return str(train_row(ledger, work, name, backbone, scored, args))
     if name == "minilm":
         from embedded_models import minilm_dir
 
@@ -371,10 +334,8 @@ def load_row_scorer(name: str, path: str, adapter: Path, args: argparse.Namespac
     from evaluation.models import load_scorer
 
     if name == "teacher":
-        scorer = load_scorer(path, "teacher", teacher_adapter=str(adapter), rerank_depth=args.rerank_depth,
-                             batch_size=16)
-        scorer.teacher.max_query_tokens = scorer.teacher.max_passage_tokens = args.max_tokens
-        return scorer
+        return load_scorer(path, "teacher", teacher_adapter=str(adapter), rerank_depth=args.rerank_depth,
+                           batch_size=16, max_query_tokens=args.max_tokens, max_passage_tokens=args.max_tokens)
     kind = {"minilm": "sentence-transformers", "bi_encoder": "bi-encoder"}.get(name, "d2llm")
     return load_scorer(path, kind)
 

@@ -1,4 +1,4 @@
-"""Pure logic of benchmarks/bench_quality.py: the SciFact corpus slice, the schedule, the table and its verdicts."""
+"""Pure logic of benchmarks/bench_quality.py: the SciFact corpus slice, the train.py commands, the table, verdicts."""
 
 from __future__ import annotations
 
@@ -43,11 +43,28 @@ def test_slice_never_drops_judged_documents_when_the_size_is_too_small():
     assert len(whole.queries) == 20 and len(whole.corpus) == 100
 
 
-def test_epoch_orders_and_schedule():
-    order = bench.epoch_orders(4, 2.5, seed=0)
-    assert len(order) == 10 and sorted(order[:4]) == [0, 1, 2, 3] and sorted(order[4:8]) == [0, 1, 2, 3]
-    factor = bench.linear_schedule(total_steps=10, warmup_steps=2)
-    assert [factor(0), factor(1)] == [0.5, 1.0] and factor(2) == 1.0 and factor(9) == pytest.approx(1 / 8)
+def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path):
+    import argparse
+
+    from train import parse_arguments
+
+    args = argparse.Namespace(epochs=1.0, max_tokens=64, seed=0, bi_pooling="mean")
+    parsed = {}
+    for name in (*bench.STUDENTS, "bi_encoder"):
+        command = bench.train_command(name, "BACKBONE", tmp_path / "scored", tmp_path / name, args)
+        assert command[command.index("train.py") - 1] == "no"  # accelerate launch's last option, then the script
+        model, _, training = parse_arguments(command[command.index("train.py") + 1:])
+        assert (model.model_name_or_path, model.max_seq_length, training.output_dir) == (
+            "BACKBONE", 64, str(tmp_path / name))
+        parsed[name] = (model, training)
+    assert parsed["no_fi"][1].eta == 0 and parsed["d2llm"][1].eta > 0
+    assert parsed["no_ri"][1].beta == parsed["no_ri"][1].gamma == 0
+    assert parsed["mean_pool"][0].pooling == "mean" and parsed["d2llm"][0].pooling == "pma"
+    model, training = parsed["bi_encoder"]
+    assert model.objective == "bi-encoder" and model.bi_encoder_pooling == "mean" and not model.prompt_template
+    assert training.bi_encoder_loss_weights["angle_weight"] == 0 and training.bi_encoder_loss_weights["ibn_weight"] == 1
+    assert training.bi_encoder_temperature == training.tau_inbatch  # the students' in-batch temperature
+    assert training.learning_rate == parsed["d2llm"][1].learning_rate
 
 
 def result(**metrics: float) -> dict:
