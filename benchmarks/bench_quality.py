@@ -102,6 +102,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--data", default="../shared/data", help="the shared data folder, holding en/... (relative: to the repo)")
     add("--work", default="outputs/bench_quality", help="every stage's output, results.json (relative: to the repo)")
     add("--report", default="benchmarks/results/bench_quality", help="final table: REPORT.json and REPORT.md")
+    add("--report-only", action="store_true",
+        help="write the report of what WORK holds so far (missing numbers are n/a) and run nothing")
     add("--backbone", help="causal-LM folder for teacher and students (default: export the embedded SmolLM2)")
     group = parser.add_argument_group("training data (seeded samples)")
     group.add_argument("--sts-train", type=int, default=48, help="STS-B train positive pairs")
@@ -138,7 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     """What the results depend on (where they are written to does not count)."""
-    return {key: value for key, value in vars(args).items() if key not in ("work", "report")}
+    return {key: value for key, value in vars(args).items() if key not in ("work", "report", "report_only")}
 
 
 # ---------------------------------------------------------------------------------------------- bookkeeping
@@ -563,12 +565,29 @@ def run_row(ledger: Ledger, work: Path, name: str, backbone: str, adapter: Path,
         ledger.save()
 
 
+def write_partial_report(work: Path, report: Path, args: argparse.Namespace) -> None:
+    """The report of a run that has scored its batches, from ``WORK/results.json`` as it is (nothing is run and
+    the ledger is not changed); it names the command of the run's invocations."""
+    path = work / "results.json"
+    if not (path.exists() and (work / "scored").exists()):
+        raise SystemExit(f"{work} holds no run that has reached its scored batches: nothing to report")
+    data = json.loads(path.read_text())
+    if data["settings"] != settings_of(args):
+        raise SystemExit(f"{path} holds a run with other settings {data['settings']}: give the same size options")
+    mined = {name: work / "mined" / name for name in TRAIN_SETS}
+    sizes = {"training": training_sizes(mined, work / "scored"), "evaluation": evaluation_sizes(evaluation_jobs(args))}
+    write_report(Ledger(path, data), report, sizes, data["invocations"][-1]["command"])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     work = (REPO / args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     command = invocation_command(argv)
+    if args.report_only:
+        write_partial_report(work, (REPO / args.report).resolve(), args)
+        return
     ledger = Ledger.open(work, settings_of(args), command)
     jobs = evaluation_jobs(args)
     print("evaluation data: " + json.dumps(evaluation_sizes(jobs), indent=2), flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -101,3 +102,14 @@ def test_ratio_needs_a_positive_reference_and_headline_waits_for_numbers():
     everything = {model: result(sts=0.5, nli=0.5, scifact=0.5) for model in bench.MODELS}
     everything["bi_encoder"] = result(sts=0.4, nli=0.4, scifact=0.4)
     assert bench.headline(bench.build_table(everything)).count(": met") == 2
+
+
+def test_report_only_refuses_a_work_folder_without_scored_batches_or_with_other_settings(tmp_path):
+    with pytest.raises(SystemExit, match="nothing to report"):
+        bench.main(["--work", str(tmp_path), "--report-only"])
+    (tmp_path / "scored").mkdir()
+    settings = bench.settings_of(bench.parse_args(["--teacher-pairs", "640"]))
+    (tmp_path / "results.json").write_text(json.dumps({"settings": settings, "invocations": []}))
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.main(["--work", str(tmp_path), "--report-only"])
+    assert json.loads((tmp_path / "results.json").read_text())["invocations"] == []  # the ledger is untouched
