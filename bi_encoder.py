@@ -103,6 +103,16 @@ class BiEncoder(nn.Module):
     def has_lora(self) -> bool:
         return hasattr(self.backbone, "peft_config")
 
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None,
+                                        **kwargs: Any) -> None:
+        """Recompute the backbone's layer activations in the backward pass (the Trainer calls this for
+        ``activation_checkpointing``); with LoRA the embedding output requires grad, so reentrant checkpoints too
+        pass gradients to the adapters."""
+        base = self.backbone.get_base_model() if self.has_lora else self.backbone
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=activation_checkpointing_kwargs, **kwargs)
+        if self.has_lora:
+            base.enable_input_require_grads()
+
     # ------------------------------------------------------------------ embedding
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled ``[N, d]`` states of ``[N, T]`` tokens; positions count real tokens, so padding side is free."""

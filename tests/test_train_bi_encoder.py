@@ -41,6 +41,35 @@ def test_bi_encoder_objective_trains_and_saves_a_bi_encoder_folder(tmp_path, bac
     torch.testing.assert_close(reloaded.encode(texts), trained.encode(texts), rtol=1e-4, atol=1e-5)
 
 
+def test_activation_checkpointing_gives_the_same_lora_gradients(tmp_path, backbone):
+    dataset = scored_dataset(num_batches=1, tasks=["symmetric"])
+    gradients = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        encoder = BiEncoder.from_pretrained(backbone, attn_implementation="sdpa").enable_lora(r=4, lora_dropout=0.0)
+        for name, parameter in encoder.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero, which would leave A without gradient
+                torch.nn.init.normal_(parameter, std=0.1)
+        args = D2LLMTrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True,
+                                      activation_checkpointing=checkpointing)
+        trainer = BiEncoderTrainer(encoder, args, dataset, loss_weights={"temperature": 0.05})
+        if checkpointing:
+            encoder.activation_checkpointing_enable({"use_reentrant": True})
+            assert encoder.backbone.get_base_model().is_activation_checkpointing
+        encoder.train()
+        trainer.compute_loss(encoder, trainer.data_collator([dataset[0]])).backward()
+        gradients.append({name: p.grad.clone() for name, p in encoder.named_parameters() if p.requires_grad})
+    assert gradients[0] and all(gradient.abs().sum() > 0 for gradient in gradients[1].values())
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6)
+
+
+def test_bi_encoder_objective_trains_with_activation_checkpointing(tmp_path, backbone, scored):
+    trainer = train.main([_config(tmp_path, backbone, scored, max_steps=2, activation_checkpointing=True)])
+    assert trainer.model.backbone.get_base_model().is_activation_checkpointing
+    assert all(math.isfinite(entry["total"]) for entry in trainer.state.log_history if "total" in entry)
+
+
 def test_trainer_loss_equals_the_text_level_bi_encoder_loss(tmp_path, backbone):
     dataset = scored_dataset(num_batches=1, tasks=["symmetric"])
     encoder = BiEncoder.from_pretrained(backbone, attn_implementation="sdpa", prompt_template=BELLM_PROMPT).eval()
