@@ -566,14 +566,20 @@ def run_row(ledger: Ledger, work: Path, name: str, backbone: str, adapter: Path,
 
 
 def write_partial_report(work: Path, report: Path, args: argparse.Namespace) -> None:
-    """The report of a run that has scored its batches, from ``WORK/results.json`` as it is (nothing is run and
-    the ledger is not changed); it names the command of the run's invocations."""
+    """The report of a run that has scored its batches, from ``WORK/results.json`` and the evaluation files
+    written since (nothing is run and the ledger is not changed); it names the command of the run's last
+    invocation."""
     path = work / "results.json"
     if not (path.exists() and (work / "scored").exists()):
         raise SystemExit(f"{work} holds no run that has reached its scored batches: nothing to report")
     data = json.loads(path.read_text())
     if data["settings"] != settings_of(args):
         raise SystemExit(f"{path} holds a run with other settings {data['settings']}: give the same size options")
+    for model in MODELS:
+        for task in TASKS:
+            file = evaluation_file(work, model, task)
+            if task not in data["results"].get(model, {}) and file.exists():
+                data["results"].setdefault(model, {})[task] = json.loads(file.read_text())
     mined = {name: work / "mined" / name for name in TRAIN_SETS}
     sizes = {"training": training_sizes(mined, work / "scored"), "evaluation": evaluation_sizes(evaluation_jobs(args))}
     write_report(Ledger(path, data), report, sizes, data["invocations"][-1]["command"])
