@@ -23,6 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 PYTHON = sys.executable
 DEMO = REPO / "data" / "demo"
+# ``accelerate launch`` as one process without an accelerate config file; the script and its options follow
+ACCELERATE_ONE_PROCESS = [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def export_backbone(source: str, target: Path) -> None:
@@ -98,8 +101,7 @@ def main() -> None:
                   "--teacher", teacher, "--adapter", str(adapter), "--batch-size", str(args.batch_size),
                   "--drop-last"],  # every stored batch must have B queries: train.py refuses a short one
         scored, log)
-    run("distil", [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", args.train_config,
+    run("distil", [*ACCELERATE_ONE_PROCESS, "train.py", args.train_config,
                    "--model_name_or_path", student, "--train_dataset", str(scored), "--output_dir", str(model),
                    "--num_train_epochs", str(args.student_epochs)], model / "config.json", log)
     run("evaluate", [PYTHON, "evaluate.py", "--model", str(model), "--beir", args.retrieval, "--split", "test",

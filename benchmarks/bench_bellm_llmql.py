@@ -149,8 +149,9 @@ def train_with_train_py(objective: str, start: str, k: int, batches: str, output
         return
     import subprocess
 
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", "configs/main_job.yaml",
+    from pipeline import ACCELERATE_ONE_PROCESS
+
+    command = [*ACCELERATE_ONE_PROCESS, "train.py", "configs/main_job.yaml",
                "--objective", objective, "--model_name_or_path", start, "--bidirectional_layers", str(k),
                "--train_dataset", batches, "--output_dir", str(output), "--num_train_epochs", str(args.epochs),
                "--max_seq_length", str(args.max_length), "--seed", str(args.seed), "--disable_tqdm", "true"]

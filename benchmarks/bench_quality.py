@@ -295,8 +295,9 @@ def score_stage(ledger: Ledger, work: Path, backbone: str, adapter: Path, mined:
 # ---------------------------------------------------------------------------------------------- models
 def train_command(name: str, backbone: str, scored: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """``train.py`` under ``accelerate launch`` (one process) for a student row or the bi-encoder row."""
-    return [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "train.py", str(TRAIN_CONFIG),
+    from pipeline import ACCELERATE_ONE_PROCESS
+
+    return [*ACCELERATE_ONE_PROCESS, "train.py", str(TRAIN_CONFIG),
             "--model_name_or_path", backbone, "--train_dataset", str(scored), "--output_dir", str(out),
             "--num_train_epochs", str(args.epochs), "--max_seq_length", str(args.max_tokens),
             "--seed", str(args.seed), "--activation_checkpointing", "true", *row_options(args)[name]]
@@ -393,6 +394,14 @@ def evaluate_tasks(work: Path, name: str, path: str, adapter: Path, tasks: list[
               flush=True)
 
 
+def unrecorded_results(work: Path, results: dict[str, dict[str, Any]], models: Sequence[str]
+                       ) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(model, task, result)`` of the evaluation files in ``WORK/evaluations`` that ``results`` lacks."""
+    return [(model, task, json.loads(evaluation_file(work, model, task).read_text()))
+            for model in models for task in TASKS
+            if task not in results.get(model, {}) and evaluation_file(work, model, task).exists()]
+
+
 def evaluate_row(ledger: Ledger, work: Path, name: str, path: str, adapter: Path, args: argparse.Namespace) -> None:
     """Every task of a row not measured yet, in a child process; what it measured goes to the ledger even when
     it fails half-way."""
@@ -404,12 +413,9 @@ def evaluate_row(ledger: Ledger, work: Path, name: str, path: str, adapter: Path
         else:
             print(f"[evaluate {name}] done already", flush=True)
     finally:
-        for task in TASKS:
-            file = evaluation_file(work, name, task)
-            if task not in ledger.results.get(name, {}) and file.exists():
-                result = json.loads(file.read_text())
-                ledger.add_result(name, task, result)
-                ledger.stage_done(f"evaluate {name} {task}", result["seconds"])
+        for _, task, result in unrecorded_results(work, ledger.results, [name]):
+            ledger.add_result(name, task, result)
+            ledger.stage_done(f"evaluate {name} {task}", result["seconds"])
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -575,11 +581,8 @@ def write_partial_report(work: Path, report: Path, args: argparse.Namespace) -> 
     data = json.loads(path.read_text())
     if data["settings"] != settings_of(args):
         raise SystemExit(f"{path} holds a run with other settings {data['settings']}: give the same size options")
-    for model in MODELS:
-        for task in TASKS:
-            file = evaluation_file(work, model, task)
-            if task not in data["results"].get(model, {}) and file.exists():
-                data["results"].setdefault(model, {})[task] = json.loads(file.read_text())
+    for model, task, result in unrecorded_results(work, data["results"], list(MODELS)):
+        data["results"].setdefault(model, {})[task] = result
     mined = {name: work / "mined" / name for name in TRAIN_SETS}
     sizes = {"training": training_sizes(mined, work / "scored"), "evaluation": evaluation_sizes(evaluation_jobs(args))}
     write_report(Ledger(path, data), report, sizes, data["invocations"][-1]["command"])
