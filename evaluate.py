@@ -114,9 +114,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rerank-depth", type=int, default=100,
                         help="cross-encoders: documents of the first stage reranked per query")
     parser.add_argument("--max-query-tokens", type=int,
-                        help="teachers: cut queries to this many tokens (default 128; as in adaptation and scoring)")
+                        help="teachers: cut queries to this many tokens (default: the adapter's, else 128)")
     parser.add_argument("--max-passage-tokens", type=int,
-                        help="teachers: cut passages to this many tokens (default 384; as in adaptation and scoring)")
+                        help="teachers: cut passages to this many tokens (default: the adapter's, else 384)")
     parser.add_argument("--first-stage", default="bm25", help="cross-encoders: bm25 or a bi-encoder model path")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")

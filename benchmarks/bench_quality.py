@@ -121,6 +121,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--teacher-epochs", type=float, default=1.0)
     group.add_argument("--teacher-lr", type=float, default=5e-4)
     group.add_argument("--teacher-batch-size", type=int, default=16)
+    group.add_argument("--teacher-bf16", action="store_true",
+                       help="bfloat16 autocast in the adaptation (faster on CPUs with AMX and on GPUs)")
     group = parser.add_argument_group("students and bi-encoder")
     group.add_argument("--epochs", type=float, default=1.0, help="passes over the scored batches (every model)")
     group.add_argument("--bi-pooling", default="mean", choices=("mean", "last"))
@@ -136,6 +138,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.backbone:
         args.backbone = str((REPO / args.backbone).resolve())
     return args
+
+
+LATER_SETTINGS = {"teacher_bf16": False}
+"""Settings added after work folders had been written, with the value those folders were run with."""
+
+
+def recorded_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a ledger's data, completed with ``LATER_SETTINGS`` it predates."""
+    return {**LATER_SETTINGS, **data["settings"]}
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -160,6 +171,7 @@ class Ledger:
         path = work / "results.json"
         data = json.loads(path.read_text()) if path.exists() else {
             "settings": settings, "stage_seconds": {}, "results": {}, "invocations": []}
+        data["settings"] = recorded_settings(data)
         if data["settings"] != settings:
             raise SystemExit(f"{path} holds a run with other settings {data['settings']}: use another --work")
         data["invocations"].append({"command": command, "seconds": 0.0})
@@ -273,12 +285,13 @@ def prepare_data(ledger: Ledger, work: Path, args: argparse.Namespace) -> dict[s
 def adapt_stage(ledger: Ledger, work: Path, backbone: str, mined: dict[str, Path], args: argparse.Namespace) -> Path:
     """LoRA adaptation of the teacher: STS-B graded pairs (soft targets), mined SICK and SciFact examples."""
     tokens = ["--max-query-tokens", str(args.max_tokens), "--max-passage-tokens", str(args.max_tokens)]
+    precision = ["--bf16"] if args.teacher_bf16 else []
     return stage(ledger, "adapt teacher", work / "teacher_lora", lambda out: sh([
         PYTHON, "-m", "preprocess.adapt_teacher", "--teacher", backbone, "--output", str(out),
         "--train-pairs", str(Path(args.data) / "en" / "stsb" / "train.jsonl"),
         "--train-mined", str(mined["sick"]), str(mined["scifact"]), "--limit", str(args.teacher_pairs),
         "--epochs", str(args.teacher_epochs), "--batch-size", str(args.teacher_batch_size),
-        "--lr", str(args.teacher_lr), "--seed", str(args.seed), *tokens]))
+        "--lr", str(args.teacher_lr), "--seed", str(args.seed), *tokens, *precision]))
 
 
 def score_stage(ledger: Ledger, work: Path, backbone: str, adapter: Path, mined: dict[str, Path],
@@ -515,7 +528,8 @@ def describe_sizes(sizes: dict[str, Any], settings: dict[str, Any]) -> list[str]
         f"{settings['epochs']:g} epoch(s) for every student and the bi-encoder; texts cut to "
         f"{settings['max_tokens']} tokens",
         f"- teacher LoRA: STS-B train graded pairs and the mined SICK / SciFact examples, at most "
-        f"{settings['teacher_pairs']} rows of each source, {settings['teacher_epochs']:g} epoch(s)",
+        f"{settings['teacher_pairs']} rows of each source, {settings['teacher_epochs']:g} epoch(s)"
+        + (", bfloat16 autocast" if settings.get("teacher_bf16") else ""),
         *(f"- {TASKS[task][0]}: {source}" for task, source in sizes["evaluation"].items()),
     ]
 
@@ -579,7 +593,7 @@ def write_partial_report(work: Path, report: Path, args: argparse.Namespace) -> 
     if not (path.exists() and (work / "scored").exists()):
         raise SystemExit(f"{work} holds no run that has reached its scored batches: nothing to report")
     data = json.loads(path.read_text())
-    if data["settings"] != settings_of(args):
+    if recorded_settings(data) != settings_of(args):
         raise SystemExit(f"{path} holds a run with other settings {data['settings']}: give the same size options")
     for model, task, result in unrecorded_results(work, data["results"], list(MODELS)):
         data["results"].setdefault(model, {})[task] = result

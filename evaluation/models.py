@@ -68,8 +68,8 @@ def load_scorer(
 ) -> Scorer:
     """The scorer of a model. Cross-encoders rerank the ``rerank_depth`` best documents of ``first_stage``
     (``bm25``, or the path of a bi-encoder: a D2LLM or sentence-transformers model) and cut each query and
-    passage to ``max_query_tokens`` / ``max_passage_tokens`` (None: the teacher's defaults); set them as in the
-    teacher's adaptation and scoring."""
+    passage to ``max_query_tokens`` / ``max_passage_tokens`` (None: those the adapter was trained with, recorded
+    by ``adapt_teacher``, else the teacher's defaults)."""
     kind = detect_model_type(name_or_path) if model_type == "auto" else model_type
     if kind not in MODEL_TYPES:
         raise ModelError(f"--model-type must be auto or one of {MODEL_TYPES}, got {kind!r}")

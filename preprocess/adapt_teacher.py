@@ -11,10 +11,12 @@ Command line::
     python -m preprocess.adapt_teacher --teacher MODEL_OR_GGUF --output ADAPTER_DIR
         [--train-pairs FILE ...] [--train-mined DIR ...] [--limit N]
         [--dev-pairs FILE] [--dev-mined DIR] [--epochs 1] [--batch-size 16] [--lr 2e-4] [--lora-r 16]
+        [--bf16] [--activation-checkpointing]
 
-writes the peft adapter (``adapter_config.json``, ``adapter_model.safetensors``), the prompts it was trained
-with (``teacher_prompts.json``) and ``adaptation_report.json`` (settings, losses, dev metrics before/after).
-Use it as ``YesNoTeacher.from_pretrained(MODEL, adapter=ADAPTER_DIR)`` or ``--adapter`` of the other commands.
+writes the peft adapter (``adapter_config.json``, ``adapter_model.safetensors``), the prompts and token limits it
+was trained with (``teacher_prompts.json``, ``teacher_settings.json``) and ``adaptation_report.json`` (settings,
+losses, dev metrics before/after). Use it as ``YesNoTeacher.from_pretrained(MODEL, adapter=ADAPTER_DIR)`` or
+``--adapter`` of the other commands: both read the prompts and token limits back.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from tqdm.auto import tqdm
 
 from preprocess.prompts import prompts_to_json
 from preprocess.readers import PAIR_FEATURES, POSITIVE_LABELS, read_pairs
-from preprocess.teacher import PROMPTS_FILE, YesNoTeacher
+from preprocess.teacher import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher
 from preprocess.teacher_eval import add_dev_arguments, evaluate_teacher, load_dev
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,11 @@ class AdaptConfig:
     lora_dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"
     seed: int = 0
+    bf16: bool = False
+    """Run the forward pass under bfloat16 autocast (faster on GPUs and on CPUs with AMX; LoRA weights stay
+    float32)."""
+    activation_checkpointing: bool = False
+    """Recompute the backbone's activations in the backward pass: less memory, about a third more compute."""
 
 
 def pairs_from_mined(mined: Dataset, seed: int = 0) -> Dataset:
@@ -109,13 +116,16 @@ def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = No
     warmup = max(1, round(config.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup + 1))))
+    if config.activation_checkpointing:
+        teacher.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     teacher.model.train()
     losses = []
     progress = tqdm(range(total_steps), desc="adapting teacher", unit="step", dynamic_ncols=True)
     for step in progress:
         indices = order[step * config.batch_size:(step + 1) * config.batch_size]
-        logits, _ = teacher.forward(teacher.collate([sequences[i] for i in indices]),
-                                    torch.tensor([answers[i] for i in indices]))
+        with torch.autocast(teacher.device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            logits, _ = teacher.forward(teacher.collate([sequences[i] for i in indices]),
+                                        torch.tensor([answers[i] for i in indices]))
         log_probabilities = torch.log_softmax(logits.float(), dim=-1)
         target = targets[indices].to(logits.device)
         per_pair = -(target * log_probabilities[:, 0] + (1 - target) * log_probabilities[:, 1])
@@ -127,6 +137,8 @@ def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = No
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         progress.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.4f}")
+    if config.activation_checkpointing:
+        teacher.model.gradient_checkpointing_disable()
     teacher.model.eval()
     return losses
 
@@ -147,10 +159,11 @@ def _encode(teacher: YesNoTeacher, pairs: Dataset) -> tuple[list[list[int]], lis
 
 
 def save_adapter(teacher: YesNoTeacher, output: str | Path, report: dict) -> None:
-    """The peft adapter, the prompts it was trained with and the report, in ``output``."""
+    """The peft adapter, the prompts and token limits it was trained with, and the report, in ``output``."""
     output = Path(output)
     teacher.model.save_pretrained(str(output))
     (output / PROMPTS_FILE).write_text(prompts_to_json(teacher.prompts), encoding="utf-8")
+    (output / SETTINGS_FILE).write_text(json.dumps(teacher.settings(), indent=2), encoding="utf-8")
     (output / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
 
 
@@ -193,12 +206,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-query-tokens", type=int, default=128)
     parser.add_argument("--max-passage-tokens", type=int, default=384)
     parser.add_argument("--eval-batch-size", type=int, default=16)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the training forward pass")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="recompute activations in the backward pass (less memory, slower)")
     add_dev_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(args.seed)
     config = AdaptConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_r=args.lora_r,
-                         lora_alpha=args.lora_alpha, seed=args.seed)
+                         lora_alpha=args.lora_alpha, seed=args.seed, bf16=args.bf16,
+                         activation_checkpointing=args.activation_checkpointing)
     train = load_training_pairs(args.train_pairs, args.train_mined, args.train_task, args.limit, args.seed,
                                 args.train_layout, args.positive_labels)
     dev_pairs, dev_mined = load_dev(args)

@@ -27,6 +27,8 @@ from preprocess.prompts import TaskPrompt, load_prompts, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"
 """Saved next to a LoRA adapter by ``adapt_teacher``: the prompts it was trained with."""
+SETTINGS_FILE = "teacher_settings.json"
+"""Saved next to a LoRA adapter by ``adapt_teacher``: the token limits it was trained with (``settings()``)."""
 
 
 class YesNoTeacher:
@@ -58,6 +60,10 @@ class YesNoTeacher:
         self.max_passage_tokens = max_passage_tokens
         self._special_prefix = _special_prefix(tokenizer)
 
+    def settings(self) -> dict[str, int]:
+        """The constructor options an adapter trained on this teacher should be scored with."""
+        return {"max_query_tokens": self.max_query_tokens, "max_passage_tokens": self.max_passage_tokens}
+
     @classmethod
     def from_pretrained(
         cls,
@@ -75,8 +81,9 @@ class YesNoTeacher:
         """A hub id, a folder or a ``.gguf`` path, optionally with a peft LoRA folder from ``adapt_teacher``.
 
         ``dtype`` defaults to bfloat16 on a GPU and float32 on a CPU; the adapter is merged for speed unless
-        ``merge_adapter=False`` (to train it further). The adapter's saved prompts are used unless ``prompts``
-        is given. ``kwargs`` go to the constructor (``max_query_tokens``, ``max_passage_tokens``).
+        ``merge_adapter=False`` (to train it further). ``kwargs`` go to the constructor (``max_query_tokens``,
+        ``max_passage_tokens``; None means the default). The adapter's saved prompts and token limits are used
+        unless ``prompts`` or the limit is given.
         """
         name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -96,7 +103,13 @@ class YesNoTeacher:
             saved_prompts = Path(adapter) / PROMPTS_FILE
             if prompts is None and saved_prompts.exists():
                 prompts = load_prompts(saved_prompts)
+            saved_settings = Path(adapter) / SETTINGS_FILE
+            if saved_settings.exists():
+                for key, value in json.loads(saved_settings.read_text(encoding="utf-8")).items():
+                    if kwargs.get(key) is None:
+                        kwargs[key] = value
         model.eval()
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}
         return cls(model, tokenizer, language=language, prompts=prompts, **kwargs)
 
     # ------------------------------------------------------------------ inputs

@@ -138,11 +138,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--adapter")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-passage-tokens", type=int, default=384)
+    parser.add_argument("--max-query-tokens", type=int, help="default: the adapter's (teacher_settings.json), else 128")
+    parser.add_argument("--max-passage-tokens", type=int, help="default: the adapter's, else 384")
     parser.add_argument("--seed", type=int, default=0)
     add_dev_arguments(parser)
     args = parser.parse_args(argv)
-    teacher = YesNoTeacher.from_pretrained(args.teacher, adapter=args.adapter,
+    teacher = YesNoTeacher.from_pretrained(args.teacher, adapter=args.adapter, max_query_tokens=args.max_query_tokens,
                                            max_passage_tokens=args.max_passage_tokens)
     print(json.dumps(evaluate_teacher(teacher, *load_dev(args), batch_size=args.batch_size), indent=2))
 

@@ -113,3 +113,32 @@ def test_report_only_refuses_a_work_folder_without_scored_batches_or_with_other_
     with pytest.raises(SystemExit, match="other settings"):
         bench.main(["--work", str(tmp_path), "--report-only"])
     assert json.loads((tmp_path / "results.json").read_text())["invocations"] == []  # the ledger is untouched
+
+
+def test_report_only_adds_evaluation_files_the_ledger_lacks_and_accepts_folders_older_than_a_setting(
+        tmp_path, monkeypatch):
+    work, report = tmp_path / "work", tmp_path / "report"
+    (work / "scored").mkdir(parents=True)
+    settings = bench.settings_of(bench.parse_args(["--teacher-pairs", "640"]))
+    old_settings = {key: value for key, value in settings.items() if key not in bench.LATER_SETTINGS}
+    recorded = {"task": "sts", "spearman": 0.5, "seconds": 1.0}
+    (work / "results.json").write_text(json.dumps({
+        "settings": old_settings, "stage_seconds": {}, "results": {"d2llm": {"sts": recorded}},
+        "invocations": [{"command": "python benchmarks/bench_quality.py --teacher-pairs 640", "seconds": 9.0}]}))
+    bench.write_json(bench.evaluation_file(work, "bi_encoder", "sts"), {**recorded, "spearman": 0.4})
+    monkeypatch.setattr(bench, "training_sizes", lambda mined, scored: {
+        "examples": {"stsb": 1}, "scored_batches": {"symmetric": 1}, "batch_size": 8, "negatives": 3})
+    monkeypatch.setattr(bench, "evaluation_jobs", lambda args: {})
+    before = (work / "results.json").read_text()
+
+    bench.main(["--work", str(work), "--report", str(report), "--report-only", "--teacher-pairs", "640"])
+
+    written = json.loads(report.with_suffix(".json").read_text())
+    assert written["results"]["d2llm"]["sts"]["spearman"] == 0.5
+    assert written["results"]["bi_encoder"]["sts"]["spearman"] == 0.4
+    student = next(row for row in written["table"] if row["model"] == "d2llm")
+    assert student["points_over_bi_encoder"]["sts"] == pytest.approx(10.0)
+    assert (work / "results.json").read_text() == before  # nothing run, nothing recorded
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.main(["--work", str(work), "--report", str(report), "--report-only", "--teacher-pairs", "640",
+                    "--teacher-bf16"])

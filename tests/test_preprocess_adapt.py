@@ -47,6 +47,30 @@ def test_adaptation_on_a_tiny_task_raises_the_teachers_accuracy(tmp_path):
     assert (tmp_path / "adapter" / PROMPTS_FILE).exists()
 
 
+def test_activation_checkpointing_leaves_the_adaptation_losses_unchanged():
+    config = AdaptConfig(epochs=2, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    runs = []
+    for checkpointing in (False, True):
+        teacher = tiny_teacher(seed=1)
+        add_lora(teacher, config)
+        runs.append(adapt(teacher, pet_pairs(), AdaptConfig(**{**config.__dict__,
+                                                                "activation_checkpointing": checkpointing})))
+        assert not teacher.model.is_gradient_checkpointing
+    assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+
+
+def test_bf16_autocast_adaptation_tracks_the_float32_losses_and_keeps_float32_weights():
+    config = AdaptConfig(epochs=2, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0)
+    runs = []
+    for bf16 in (False, True):
+        teacher = tiny_teacher(seed=1)
+        add_lora(teacher, config)
+        runs.append(adapt(teacher, pet_pairs(), AdaptConfig(**{**config.__dict__, "bf16": bf16})))
+        assert all(p.dtype == torch.float32 for p in teacher.model.parameters())
+    assert runs[1] != runs[0]
+    assert runs[1] == pytest.approx(runs[0], abs=0.05)
+
+
 def test_untrained_teacher_has_nothing_to_adapt():
     with pytest.raises(ValueError, match="add_lora"):
         teacher = tiny_teacher()

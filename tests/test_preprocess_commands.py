@@ -16,7 +16,7 @@ from schema import SCORED_BATCH_FEATURES
 from tiny import tiny_llama, tiny_tokenizer
 
 
-def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches(tmp_path, capsys):
+def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches_at_its_token_limits(tmp_path, capsys):
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny-llm"
     LlamaForCausalLM(tiny_llama(max_position_embeddings=256)).save_pretrained(model_dir)
@@ -30,7 +30,7 @@ def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches(tmp_pat
     adapter = tmp_path / "adapter"
     adapt_teacher.main(["--teacher", str(model_dir), "--output", str(adapter), "--train-pairs", str(pairs),
                         "--train-mined", str(mined), "--batch-size", "4", "--lora-r", "4",
-                        "--dev-pairs", str(pairs)])
+                        "--max-query-tokens", "6", "--max-passage-tokens", "5", "--dev-pairs", str(pairs)])
     report = json.loads((adapter / adapt_teacher.REPORT_FILE).read_text())
     assert report["train_size"] == 4 + 2 * 6 and len(report["losses"]) == 4
     assert set(report["dev_before"]["pairs"]) == {"spearman", "pairs"}
@@ -45,6 +45,11 @@ def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches(tmp_pat
     assert capsys.readouterr().out.count("p(yes)=") == 2
 
     teacher = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter))
+    assert teacher.settings() == {"max_query_tokens": 6, "max_passage_tokens": 5}
+    assert YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter), max_query_tokens=9).settings() == {
+        "max_query_tokens": 9, "max_passage_tokens": 5}
+    assert YesNoTeacher.from_pretrained(str(model_dir)).settings() == {"max_query_tokens": 128,
+                                                                        "max_passage_tokens": 384}
     row = scored[0]
     expected = teacher.score(row["queries"], row["positives"], row["task"])
     assert torch.allclose(torch.tensor(row["teacher_hard_logits"])[:, 0], expected, atol=1e-4)
