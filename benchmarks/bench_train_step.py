@@ -81,7 +81,7 @@ def d2llm_step(batch: dict, output_dir: str, max_seq_length: int, checkpointing:
     """One D2LLMTrainer optimizer step on ``batch``: ``compute_loss``, backward, AdamW step."""
     model = D2LLMModel.from_backbone(smollm2_gguf(), max_seq_length=max_seq_length).enable_lora(**LORA)
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     args = D2LLMTrainingArguments(output_dir=output_dir, report_to=[], use_cpu=not torch.cuda.is_available(),
                                   learning_rate=1e-4, head_learning_rate=1e-3)
     trainer = D2LLMTrainer(model, args, train_dataset=Dataset.from_list([batch], features=SCORED_BATCH_FEATURES))
@@ -101,7 +101,7 @@ def bi_encoder_step(batch: dict, device: torch.device, max_seq_length: int, chec
     """One plain bi-encoder optimizer step on the same texts: mean pooling, cosine InfoNCE, AdamW."""
     encoder = BiEncoder.from_pretrained(smollm2_gguf(), max_seq_length=max_seq_length).enable_lora(**LORA)
     if checkpointing:
-        encoder.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        encoder.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     encoder.to(device).train()
     optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=1e-4)
     size, negatives = len(batch["queries"]), len(batch["negatives"][0])

@@ -117,7 +117,7 @@ def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = No
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup + 1))))
     if config.activation_checkpointing:
-        teacher.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        teacher.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     teacher.model.train()
     losses = []
     progress = tqdm(range(total_steps), desc="adapting teacher", unit="step", dynamic_ncols=True)
@@ -138,7 +138,7 @@ def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = No
         losses.append(loss.item())
         progress.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.4f}")
     if config.activation_checkpointing:
-        teacher.model.gradient_checkpointing_disable()
+        teacher.model.activation_checkpointing_disable()
     teacher.model.eval()
     return losses
 

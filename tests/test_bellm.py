@@ -88,7 +88,7 @@ def test_padding_side_gives_the_unpadded_embedding_with_bidirectional_layers(fam
 def test_lora_and_gradient_checkpointing_keep_backward_dependency():
     model = make_model(k=1).train()
     model.enable_lora(r=4, lora_alpha=8, lora_dropout=0.0)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert changed_layers(model) == [False] * LAYERS + [True]
     batch = model.tokenize(TEXTS)
     model(**batch).embeddings.square().sum().backward()

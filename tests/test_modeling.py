@@ -235,8 +235,8 @@ def test_gradient_checkpointing_with_lora_trains_adapters_and_heads_only():
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain_loss, plain_grads = loss_and_grads()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    assert model.backbone_model().is_gradient_checkpointing
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    assert model.backbone_model().is_activation_checkpointing
     loss, grads = loss_and_grads()
     torch.testing.assert_close(loss, plain_loss)
     assert set(grads) == set(plain_grads)

@@ -55,7 +55,7 @@ def test_activation_checkpointing_leaves_the_adaptation_losses_unchanged():
         add_lora(teacher, config)
         runs.append(adapt(teacher, pet_pairs(), AdaptConfig(**{**config.__dict__,
                                                                 "activation_checkpointing": checkpointing})))
-        assert not teacher.model.is_gradient_checkpointing
+        assert not teacher.model.is_activation_checkpointing
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
 
 
