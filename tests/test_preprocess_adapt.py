@@ -12,7 +12,7 @@ from preprocess_tiny import tiny_mined, tiny_teacher
 from preprocess.adapt_teacher import (AdaptConfig, adapt, add_lora, class_weights, load_training_pairs,
                                      pairs_from_mined, save_adapter)
 from preprocess.readers import PAIR_FEATURES
-from preprocess.teacher import PROMPTS_FILE
+from preprocess.teacher import PROMPTS_FILE, YesNoTeacher
 from preprocess.teacher_eval import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
 
 
@@ -47,28 +47,28 @@ def test_adaptation_on_a_tiny_task_raises_the_teachers_accuracy(tmp_path):
     assert (tmp_path / "adapter" / PROMPTS_FILE).exists()
 
 
+def adapted(**options) -> tuple[YesNoTeacher, list[float]]:
+    """A fresh tiny teacher after two epochs on the pet pairs with ``options`` of ``AdaptConfig``; its losses."""
+    config = AdaptConfig(epochs=2, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                         **options)
+    teacher = tiny_teacher(seed=1)
+    add_lora(teacher, config)
+    return teacher, adapt(teacher, pet_pairs(), config)
+
+
 def test_activation_checkpointing_leaves_the_adaptation_losses_unchanged():
-    config = AdaptConfig(epochs=2, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0)
-    runs = []
-    for checkpointing in (False, True):
-        teacher = tiny_teacher(seed=1)
-        add_lora(teacher, config)
-        runs.append(adapt(teacher, pet_pairs(), AdaptConfig(**{**config.__dict__,
-                                                                "activation_checkpointing": checkpointing})))
-        assert not teacher.model.is_activation_checkpointing
-    assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+    _, plain = adapted()
+    teacher, checkpointed = adapted(activation_checkpointing=True)
+    assert checkpointed == pytest.approx(plain, rel=1e-4)
+    assert not teacher.model.is_activation_checkpointing
 
 
 def test_bf16_autocast_adaptation_tracks_the_float32_losses_and_keeps_float32_weights():
-    config = AdaptConfig(epochs=2, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0)
-    runs = []
-    for bf16 in (False, True):
-        teacher = tiny_teacher(seed=1)
-        add_lora(teacher, config)
-        runs.append(adapt(teacher, pet_pairs(), AdaptConfig(**{**config.__dict__, "bf16": bf16})))
-        assert all(p.dtype == torch.float32 for p in teacher.model.parameters())
-    assert runs[1] != runs[0]
-    assert runs[1] == pytest.approx(runs[0], abs=0.05)
+    _, plain = adapted()
+    teacher, autocast = adapted(bf16=True)
+    assert autocast != plain
+    assert autocast == pytest.approx(plain, abs=0.05)
+    assert all(parameter.dtype == torch.float32 for parameter in teacher.model.parameters())
 
 
 def test_untrained_teacher_has_nothing_to_adapt():
