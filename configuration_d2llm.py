@@ -28,6 +28,7 @@ DEFAULT_BACKBONE = {
 
 DEFAULT_TASKS = ("symmetric", "asymmetric")
 IEM_INITS = ("distance", "normal")
+PMA_INITS = ("normal", "mean")
 POOLINGS = ("pma", "mean")
 
 
@@ -57,6 +58,10 @@ class D2LLMConfig(PretrainedConfig):
         pma_num_heads: attention heads of the PMA pooling; must divide the backbone's hidden size.
         pma_num_seeds: learned seed vectors k; the embedding is their outputs concatenated (k * d).
         pma_layer_norm: use LN0/LN1 in the PMA block (Set Transformer's MAB).
+        pma_init: how a fresh PMA starts. ``"normal"`` (default): seeds and weights drawn with
+            ``initializer_range``; ``"mean"``: zero seeds (uniform attention), identity value and output
+            projections and a feed-forward that only adds a constant, so it starts as ``LN1(LN0(mean_t x_t))`` (the
+            masked mean plus 0.01 when ``pma_layer_norm`` is False).
         iem_hidden_size: h, the width of the IEM's layers.
         iem_dropout: dropout on the IEM's hidden activations while training.
         task_names: one IEM branch per task; scores are asked for by name.
@@ -83,6 +88,7 @@ class D2LLMConfig(PretrainedConfig):
         pma_num_heads: int = 8,
         pma_num_seeds: int = 1,
         pma_layer_norm: bool = True,
+        pma_init: str = "normal",
         iem_hidden_size: int = 512,
         iem_dropout: float = 0.0,
         task_names: list[str] | tuple[str, ...] = DEFAULT_TASKS,
@@ -101,6 +107,7 @@ class D2LLMConfig(PretrainedConfig):
         self.pma_num_heads = pma_num_heads
         self.pma_num_seeds = pma_num_seeds
         self.pma_layer_norm = pma_layer_norm
+        self.pma_init = pma_init
         self.iem_hidden_size = iem_hidden_size
         self.iem_dropout = iem_dropout
         self.task_names = list(task_names)
@@ -126,10 +133,9 @@ class D2LLMConfig(PretrainedConfig):
         for name in ("pma_num_heads", "pma_num_seeds", "iem_hidden_size", "max_seq_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.iem_init not in IEM_INITS:
-            raise ValueError(f"iem_init must be one of {IEM_INITS}, got {self.iem_init!r}")
+        for name, choices in (("pooling", POOLINGS), ("pma_init", PMA_INITS), ("iem_init", IEM_INITS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if self.iem_init == "distance" and self.iem_hidden_size % 2:
             raise ValueError(f"iem_init='distance' needs an even iem_hidden_size, got {self.iem_hidden_size}")
         if not 0 <= self.bidirectional_layers <= self.num_backbone_layers:

@@ -165,11 +165,32 @@ class D2LLMPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, PMA):
-            init.normal_(module.seeds, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, PMA):  # after its children (apply visits them first)
+            if getattr(self.config, "pma_init", "normal") == "mean":
+                mean_init_(module)
+            else:
+                init.normal_(module.seeds, mean=0.0, std=self.config.initializer_range)
         role = getattr(module, "iem_role", None)
         if role is not None and getattr(self.config, "iem_init", "normal") == "distance":
             distance_init_(module, role)
+
+
+def mean_init_(pma: PMA) -> None:
+    """Start a PMA as the masked mean (``D2LLMConfig.pma_init = "mean"``): zero seeds, so every query is the
+    in-projection bias (zero) and attention is uniform over the unmasked tokens; identity value and attention-output
+    projections, zero biases; feed-forward ``W_o = 0`` with bias ``c = 0.01`` (every unit active, so ``W_o`` gets
+    gradients; ``LN1`` removes the constant). Then ``y = LN1(LN0(mean_t x_t))``, or ``mean_t x_t + c`` without the
+    layer norms."""
+    attention = pma.attention
+    size = attention.embed_dim
+    init.zeros_(pma.seeds)
+    in_proj = attention.in_proj_weight.detach().clone()  # copied whole: init.* leaves loaded weights alone
+    in_proj[2 * size:] = torch.eye(size, dtype=in_proj.dtype, device=in_proj.device)
+    init.copy_(attention.in_proj_weight, in_proj)
+    init.eye_(attention.out_proj.weight)
+    for parameter in (attention.in_proj_bias, attention.out_proj.bias, pma.output.weight):
+        init.zeros_(parameter)
+    init.constant_(pma.output.bias, 0.01)
 
 
 def distance_init_(layer: nn.Linear, role: str) -> None:

@@ -59,6 +59,8 @@ class ModelArguments:
         "help": "pma (D2LLM's pooling by multi-head attention) or mean (masked mean of the token states: ablation)."})
     pma_num_heads: int = field(default=8, metadata={"help": "PMA attention heads (must divide the hidden size)."})
     pma_num_seeds: int = field(default=1, metadata={"help": "PMA seed vectors k."})
+    pma_init: str = field(default="normal", metadata={
+        "help": "normal (small random weights) or mean (a fresh PMA starts as the layer-normed masked mean)."})
     iem_hidden_size: int = field(default=512, metadata={"help": "IEM width h."})
     iem_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the IEM while training."})
     iem_init: str = field(default="distance", metadata={
@@ -86,7 +88,8 @@ class ModelArguments:
     def head_settings(self) -> dict[str, Any]:
         return {
             "pooling": self.pooling, "pma_num_heads": self.pma_num_heads, "pma_num_seeds": self.pma_num_seeds,
-            "iem_hidden_size": self.iem_hidden_size, "iem_dropout": self.iem_dropout, "iem_init": self.iem_init,
+            "pma_init": self.pma_init, "iem_hidden_size": self.iem_hidden_size, "iem_dropout": self.iem_dropout,
+            "iem_init": self.iem_init,
             "task_names": self.task_names,
             "pooling_layer": self.pooling_layer, "normalize_embeddings": self.normalize_embeddings,
             "max_seq_length": self.max_seq_length, "bidirectional_layers": self.bidirectional_layers,

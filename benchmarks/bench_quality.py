@@ -15,7 +15,8 @@ built under a ``.partial`` name and renamed when complete), so a killed run star
 4. adapt: LoRA yes/no adaptation of the teacher on STS-B train graded pairs and the mined SICK and SciFact examples;
 5. score: teacher-scored fixed batches of B queries, all three sets together (one task per batch);
 6. train: ONE D2LLM student on all the scored batches (``train.py``, ``configs/main_job.yaml``), the ablations
-   (no FI: ``--eta 0``; no RI: ``--beta 0 --gamma 0``; mean pooling instead of PMA: ``--pooling mean``), and a
+   (no FI: ``--eta 0``; no RI: ``--beta 0 --gamma 0``; mean pooling instead of PMA: ``--pooling mean``), a
+   variant whose PMA starts as the mean (``--pma_init mean``), and a
    cosine bi-encoder (``train.py --objective bi-encoder --angle_weight 0``: mean pooling, InfoNCE over the same
    batches' queries, positives and hard negatives at the students' in-batch temperature; same backbone, LoRA,
    learning rate, schedule and number of steps);
@@ -79,6 +80,7 @@ MODELS: dict[str, str] = {
     "no_fi": "student without FI",
     "no_ri": "student without RI",
     "mean_pool": "student, mean pooling instead of PMA",
+    "pma_mean_init": "student, PMA started as the mean (--pma_init mean)",
     "bi_encoder": "bi-encoder, same backbone (mean pooling, cosine, InfoNCE)",
     "minilm": "all-MiniLM-L6-v2 (cosine, off the shelf)",
 }
@@ -88,9 +90,10 @@ STUDENTS: dict[str, list[str]] = {
     "no_fi": ["--eta", "0"],
     "no_ri": ["--beta", "0", "--gamma", "0"],
     "mean_pool": ["--pooling", "mean"],
+    "pma_mean_init": ["--pma_init", "mean"],
 }
 # the headline rows first, so that a run cut short has them
-RUN_ORDER = ("d2llm", "bi_encoder", "minilm", "teacher", "no_fi", "no_ri", "mean_pool")
+RUN_ORDER = ("d2llm", "bi_encoder", "minilm", "teacher", "pma_mean_init", "no_fi", "no_ri", "mean_pool")
 RATIO_TARGET = 0.95  # student >= 95 % of the teacher's metric
 POINTS_TARGET = 3.0  # student >= bi-encoder + 3 points (metric x 100)
 TRAIN_SETS = ("stsb", "sick", "scifact")

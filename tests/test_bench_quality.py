@@ -61,6 +61,8 @@ def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path):
     assert parsed["no_fi"][1].eta == 0 and parsed["d2llm"][1].eta > 0
     assert parsed["no_ri"][1].beta == parsed["no_ri"][1].gamma == 0
     assert parsed["mean_pool"][0].pooling == "mean" and parsed["d2llm"][0].pooling == "pma"
+    assert parsed["pma_mean_init"][0].pma_init == "mean" and parsed["d2llm"][0].pma_init == "normal"
+    assert parsed["pma_mean_init"][0].head_settings()["pma_init"] == "mean"
     model, training = parsed["bi_encoder"]
     assert model.objective == "bi-encoder" and model.bi_encoder_pooling == "mean" and not model.prompt_template
     assert training.bi_encoder_loss_weights["angle_weight"] == 0 and training.bi_encoder_loss_weights["ibn_weight"] == 1

@@ -78,6 +78,15 @@ def test_saved_checkpoint_scores_identically_in_fresh_process(tmp_path):
     assert_same_scores(scores(model), fresh_process_scores(tmp_path / "ckpt", tmp_path))
 
 
+def test_trained_pma_weights_survive_loading_a_mean_init_checkpoint(tmp_path):
+    model = tiny_model(pma_init="mean")
+    torch.manual_seed(2)
+    for parameter in model.pma.parameters():  # as after training: nothing like the mean init
+        torch.nn.init.normal_(parameter, std=0.3)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert_same_scores(scores(model), fresh_process_scores(tmp_path / "ckpt", tmp_path))
+
+
 def test_merged_lora_checkpoint_loads_without_peft(tmp_path):
     model = tiny_model().enable_lora(r=4, lora_alpha=8, lora_dropout=0.0)
     perturb_lora(model)

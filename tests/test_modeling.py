@@ -133,6 +133,29 @@ def test_normal_init_starts_near_zero_for_every_pair():
     assert scores.abs().max() < 0.05
 
 
+@pytest.mark.parametrize("layer_norm", [False, True])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_mean_init_pma_starts_as_the_masked_mean(side, layer_norm):
+    model = make_model(pma_init="mean", pma_layer_norm=layer_norm)
+    model.tokenizer = tiny_tokenizer(padding_side=side)
+    batch = model.tokenize(TEXTS)
+    with torch.no_grad():
+        output = model(**batch, return_token_states=True)
+    for row in range(len(TEXTS)):
+        mean = output.token_states[row][batch["attention_mask"][row].bool()].mean(0)
+        expected = F.layer_norm(F.layer_norm(mean, (HIDDEN,)), (HIDDEN,)) if layer_norm else mean + 0.01
+        torch.testing.assert_close(output.embeddings[row], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mean_init_pma_learns_its_seed_and_projections():
+    model = make_model(pma_init="mean").train()
+    model(**model.tokenize(TEXTS)).embeddings.pow(3).sum().backward()
+    pma = model.pma
+    for name, parameter in (("seeds", pma.seeds), ("in_proj", pma.attention.in_proj_weight),
+                            ("output", pma.output.weight)):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_mean_pooling_is_the_masked_mean_of_the_token_states(side):
     model = make_model(pooling="mean")
@@ -218,6 +241,8 @@ def test_config_rejects_bad_settings():
         D2LLMConfig(backbone_config=tiny_llama().to_dict(), pooling="cls")
     with pytest.raises(ValueError, match="iem_init"):
         D2LLMConfig(backbone_config=tiny_llama().to_dict(), iem_init="xavier")
+    with pytest.raises(ValueError, match=r"pma_init must be one of \('normal', 'mean'\)"):
+        D2LLMConfig(backbone_config=tiny_llama().to_dict(), pma_init="identity")
     with pytest.raises(ValueError, match="even iem_hidden_size"):
         D2LLMConfig(backbone_config=tiny_llama().to_dict(), iem_hidden_size=15)
 
