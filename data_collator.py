@@ -87,9 +87,24 @@ def check_scored_batch(row: Mapping[str, Any], index: int, task_names: Sequence[
     _check_texts(row, index, "negatives", [text for row_negatives in negatives for text in row_negatives])
     candidates = 1 + negatives_per_query
     _teacher_array(row, index, "teacher_hard_logits", (size, candidates, 2))
-    _teacher_array(row, index, "teacher_inbatch_logits", (size, size, 2))
+    if has_inbatch_scores(row):
+        _teacher_array(row, index, "teacher_inbatch_logits", (size, size, 2))
     _teacher_array(row, index, "teacher_feature_cosine", (size, candidates, candidates))
     return size, negatives_per_query
+
+
+def has_inbatch_scores(row: Mapping[str, Any]) -> bool:
+    """False where the batch was scored with ``--inbatch-scores none`` (an empty ``teacher_inbatch_logits``)."""
+    return len(row["teacher_inbatch_logits"]) > 0
+
+
+def inbatch_scores_present(dataset) -> bool:
+    """Whether the dataset's batches carry in-batch teacher scores; a mix of both kinds is refused."""
+    present = {len(logits) > 0 for logits in dataset["teacher_inbatch_logits"]}
+    if len(present) > 1:
+        raise ScoredBatchError("column 'teacher_inbatch_logits' is empty in some batches and filled in others; "
+                               "score every batch with the same --inbatch-scores")
+    return present == {True}
 
 
 def validate_scored_dataset(dataset, task_names: Sequence[str], batch_size: int | None = None,
@@ -164,8 +179,9 @@ class FixedBatchSampler(Sampler[int]):
 @dataclass
 class D2LLMDataCollator:
     """One stored batch -> ``input_ids``/``attention_mask [B(2+K), T]`` (dynamic padding, queries, positives, then
-    negatives), ``teacher_hard_logits [B, 1+K, 2]``, ``teacher_inbatch_logits [B, B, 2]``,
-    ``teacher_feature_cosine [B, 1+K, 1+K]`` and ``task_id`` (index into ``task_names``).
+    negatives), ``teacher_hard_logits [B, 1+K, 2]``, ``teacher_inbatch_logits [B, B, 2]`` (``[0]`` where the batch
+    was scored without in-batch pairs), ``teacher_feature_cosine [B, 1+K, 1+K]`` and ``task_id`` (index into
+    ``task_names``).
 
     Per-task instructions are prepended to queries and to passages (positives and negatives).
     """
@@ -190,20 +206,25 @@ class D2LLMDataCollator:
             raise ValueError(f"a training step takes exactly one stored fixed batch per device, got {len(features)} "
                              "rows: set per_device_train_batch_size=1 (the batch size lives in the dataset)")
         row = features[0]
-        size, negatives_per_query = check_scored_batch(row, 0, self.task_names)
-        task = row["task"]
-        query_prefix = self.query_instructions.get(task, "")
-        passage_prefix = self.passage_instructions.get(task, "")
+        encoded = self.tokenizer(self.texts(row), padding=True, truncation=True, max_length=self.max_seq_length,
+                                 pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                **self.teacher_tensors(row)}
+
+    def texts(self, row: Mapping[str, Any]) -> list[str]:
+        """The step's texts in token order (queries, positives, negatives), instructions prepended; checks the row."""
+        check_scored_batch(row, 0, self.task_names)
+        query_prefix = self.query_instructions.get(row["task"], "")
+        passage_prefix = self.passage_instructions.get(row["task"], "")
         texts = [query_prefix + text for text in row["queries"]]
         texts += [passage_prefix + text for text in row["positives"]]
-        texts += [passage_prefix + text for row_negatives in row["negatives"] for text in row_negatives]
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_seq_length,
-                                 pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        return texts + [passage_prefix + text for row_negatives in row["negatives"] for text in row_negatives]
+
+    def teacher_tensors(self, row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The row's teacher scores as float32 tensors and its ``task_id``."""
         return {
-            "input_ids": encoded["input_ids"],
-            "attention_mask": encoded["attention_mask"],
             "teacher_hard_logits": torch.tensor(row["teacher_hard_logits"], dtype=torch.float32),
             "teacher_inbatch_logits": torch.tensor(row["teacher_inbatch_logits"], dtype=torch.float32),
             "teacher_feature_cosine": torch.tensor(row["teacher_feature_cosine"], dtype=torch.float32),
-            "task_id": torch.tensor(list(self.task_names).index(task), dtype=torch.long),
+            "task_id": torch.tensor(list(self.task_names).index(row["task"]), dtype=torch.long),
         }

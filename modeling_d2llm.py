@@ -417,14 +417,29 @@ class D2LLMModel(D2LLMPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         return_token_states: bool = False,
+        token_states: torch.Tensor | None = None,
         **backbone_kwargs: Any,
     ) -> D2LLMOutput:
-        """Encode ``[N, T]`` token ids (any padding side) into pooled ``[N, D]`` embeddings (PMA, or the mean)."""
-        reference = input_ids if input_ids is not None else inputs_embeds
+        """Encode ``[N, T]`` token ids (any padding side) into pooled ``[N, D]`` embeddings (PMA, or the mean).
+
+        ``token_states [N, T, d]``: the pooled layer's states computed elsewhere (a token-state cache); the
+        backbone is then skipped and only the pooling runs.
+        """
+        reference = next((x for x in (token_states, input_ids, inputs_embeds) if x is not None), None)
         if reference is None:
-            raise ValueError("pass input_ids or inputs_embeds")
+            raise ValueError("pass input_ids, inputs_embeds or token_states")
         if attention_mask is None:
             attention_mask = torch.ones(reference.shape[:2], dtype=torch.long, device=reference.device)
+        states = token_states.to(self.dtype) if token_states is not None else self.backbone_states(
+            input_ids, attention_mask, inputs_embeds, **backbone_kwargs)
+        embeddings = self.pma(states, attention_mask) if self.pma is not None else mean_pool(states, attention_mask)
+        if self.config.normalize_embeddings:
+            embeddings = F.normalize(embeddings, dim=-1)
+        return D2LLMOutput(embeddings=embeddings, token_states=states if return_token_states else None)
+
+    def backbone_states(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor,
+                        inputs_embeds: torch.Tensor | None = None, **backbone_kwargs: Any) -> torch.Tensor:
+        """``[N, T, d]`` states of the layer PMA reads (``pooling_layer``)."""
         backbone = self.backbone_model()
         if "position_ids" not in backbone_kwargs and _accepts(backbone, "position_ids"):
             # positions count real tokens only, so left padding does not shift them
@@ -434,11 +449,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
         layer = self.config.pooling_layer
         outputs = self.backbone(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                 output_hidden_states=layer != -1, **backbone_kwargs)
-        states = outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
-        embeddings = self.pma(states, attention_mask) if self.pma is not None else mean_pool(states, attention_mask)
-        if self.config.normalize_embeddings:
-            embeddings = F.normalize(embeddings, dim=-1)
-        return D2LLMOutput(embeddings=embeddings, token_states=states if return_token_states else None)
+        return outputs.last_hidden_state if layer == -1 else outputs.hidden_states[layer]
 
     # ------------------------------------------------------------------ scoring
     def score(
@@ -568,7 +579,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
 
 _HEAD_SETTINGS = {"pooling", "pma_num_heads", "pma_num_seeds", "pma_layer_norm", "iem_hidden_size", "iem_dropout",
                   "task_names", "pooling_layer", "normalize_embeddings", "max_seq_length", "query_instructions",
-                  "passage_instructions", "bidirectional_layers", "initializer_range", "iem_init"}
+                  "passage_instructions", "bidirectional_layers", "initializer_range", "iem_init", "pma_init"}
 
 
 def _head_state_dict(model: D2LLMModel) -> dict[str, torch.Tensor]:

@@ -9,6 +9,10 @@ file gives any of them, and command-line options after it override the file. The
 (``AutoModel.from_pretrained(output_dir, trust_remote_code=True)`` loads it without peft), with its tokenizer and
 a model card; ``--save_adapter`` also writes the LoRA adapter checkpoint to ``output_dir/adapter``.
 
+``--head_warmup_epochs N`` first trains PMA and IEM alone for N epochs on the frozen backbone (its token states
+cached on disk, or recomputed each step with ``--head_warmup_states recompute``), then trains end to end
+(``head_warmup.py``).
+
 ``--objective bi-encoder`` trains the BeLLM-style baseline instead (``trainer_bi_encoder``): the same backbone
 options (LoRA, ``bidirectional_layers``, ``max_seq_length``), ``--bi_encoder_pooling`` and ``--prompt_template``,
 loss ``--ibn_weight * InfoNCE + --angle_weight * AnglE`` at ``--bi_encoder_temperature``, on the same scored
@@ -29,6 +33,7 @@ from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from bi_encoder import BELLM_PROMPT, BiEncoder
+from head_warmup import run_head_warmup
 from modeling_d2llm import D2LLMModel
 from trainer_bi_encoder import BiEncoderTrainer
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
@@ -233,6 +238,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2L
     eval_dataset = load_scored(data_args.eval_dataset, data_args.eval_split) if data_args.eval_dataset else None
     set_seed(training_args.seed)
     model = build_model(model_args)
+    if training_args.head_warmup_epochs > 0:
+        if model_args.objective != "d2llm":
+            raise ValueError("head_warmup_epochs trains the PMA/IEM heads of the D2LLM student (objective d2llm)")
+        run_head_warmup(model, train_dataset, training_args, batch_size=data_args.batch_size,
+                        num_negatives=data_args.num_negatives)
     if model_args.objective == "bi-encoder":
         if eval_dataset is not None:
             raise ValueError("eval_dataset is not supported with objective bi-encoder: evaluate the saved model "

@@ -21,7 +21,8 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from data_collator import D2LLMDataCollator, FixedBatchSampler, validate_scored_dataset
+from data_collator import (D2LLMDataCollator, FixedBatchSampler, ScoredBatchError, inbatch_scores_present,
+                           validate_scored_dataset)
 from modeling_d2llm import D2LLMModel
 from schema import SCORED_BATCH_COLUMNS
 
@@ -150,16 +151,21 @@ class LossWeights:
 
 
 def distillation_losses(student_inbatch: torch.Tensor, student_hard: torch.Tensor, student_features: torch.Tensor,
-                        teacher_inbatch: torch.Tensor, teacher_hard: torch.Tensor,
+                        teacher_inbatch: torch.Tensor | None, teacher_hard: torch.Tensor,
                         teacher_feature_cosine: torch.Tensor, weights: LossWeights,
                         inbatch_offset: int = 0) -> dict[str, torch.Tensor]:
     """The weighted terms of ``L = L_CI + L_RI + L_FI`` by name (``LOSS_COMPONENTS``); they sum to ``L``.
 
     ``student_inbatch [B, N]`` holds every gathered positive (own block at ``inbatch_offset``); the pairwise rank
-    term uses the own ``[B, B]`` block, since ``teacher_inbatch`` only covers this batch.
+    term uses the own ``[B, B]`` block, since ``teacher_inbatch`` only covers this batch. ``teacher_inbatch`` None
+    (batches scored without in-batch pairs) needs ``gamma = 0``; the pairwise term is then 0.
     """
     rows = student_hard.shape[0]
     own_block = student_inbatch[:, inbatch_offset : inbatch_offset + rows]
+    if teacher_inbatch is None:
+        if weights.gamma:
+            raise ValueError(f"gamma = {weights.gamma} needs in-batch teacher scores (teacher_inbatch_logits)")
+        teacher_inbatch = torch.zeros_like(own_block)
     return {
         "ci_inbatch": _inbatch_contrastive(student_inbatch, weights.tau_inbatch, inbatch_offset),
         "ci_hard": weights.alpha * _hard_contrastive(student_hard, teacher_hard, weights.tau_hard),
@@ -242,6 +248,15 @@ class D2LLMTrainingArguments(TrainingArguments):
     cosine_weight: float = field(default=0.0, metadata={"help": "objective bi-encoder: weight of the CoSENT term."})
     head_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of PMA and IEM (default: learning_rate)."})
+    head_warmup_epochs: float = field(default=0.0, metadata={
+        "help": "Epochs of PMA/IEM training on a frozen backbone before end-to-end training (head_warmup.py)."})
+    head_warmup_states: str = field(default="cache", metadata={
+        "help": "cache: backbone token states cached on disk once (small and mid-size backbones); recompute: the "
+                "frozen backbone runs forward every warm-up step, no backward (large backbones)."})
+    head_warmup_cache_dir: str | None = field(default=None, metadata={
+        "help": "Folder of the token-state cache (default: OUTPUT_DIR/head_warmup/token_states)."})
+    head_warmup_dtype: str = field(default="auto", metadata={
+        "help": "Dtype of the caching pass: auto (bfloat16 where the hardware is fast at it), float32, bfloat16."})
     auto_bf16: bool = field(
         default=True,
         metadata={"help": "Train in bf16 when a CUDA device supports it and neither bf16 nor fp16 is set."})
@@ -268,7 +283,15 @@ class D2LLMTrainingArguments(TrainingArguments):
                                  "gradient_accumulation_steps")
         if self.ddp_find_unused_parameters:
             raise ValueError("ddp_find_unused_parameters must be False: the IEM scores outside the DDP forward")
-        for name in ("alpha", "beta", "gamma", "eta", "ibn_weight", "angle_weight", "cosine_weight"):
+        from head_warmup import STATES_CHOICES
+        from hardware import DTYPE_CHOICES
+
+        if self.head_warmup_states not in STATES_CHOICES:
+            raise ValueError(f"head_warmup_states must be one of {STATES_CHOICES}, got {self.head_warmup_states!r}")
+        if self.head_warmup_dtype not in DTYPE_CHOICES:
+            raise ValueError(f"head_warmup_dtype must be one of {DTYPE_CHOICES}, got {self.head_warmup_dtype!r}")
+        for name in ("alpha", "beta", "gamma", "eta", "ibn_weight", "angle_weight", "cosine_weight",
+                     "head_warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("tau_inbatch", "tau_hard", "rank_scale", "teacher_temperature", "bi_encoder_temperature"):
@@ -373,6 +396,11 @@ class D2LLMTrainer(ScoredBatchTrainer):
         self.fixed_batch_shape = None
         if train_dataset is not None:
             self.fixed_batch_shape = validate_scored_dataset(train_dataset, task_names, batch_size, num_negatives)
+            if args.gamma > 0 and not inbatch_scores_present(train_dataset):
+                raise ScoredBatchError(
+                    f"column 'teacher_inbatch_logits' is empty (the batches were scored with --inbatch-scores none), "
+                    f"but the pairwise rank term needs it (gamma = {args.gamma}): train with --gamma 0, or score "
+                    "with --inbatch-scores all")
         evaluation_sets = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
         for dataset in evaluation_sets:
             if dataset is not None:
@@ -390,7 +418,9 @@ class D2LLMTrainer(ScoredBatchTrainer):
         task = student.config.task_names[int(inputs["task_id"])]
         hard_logits = inputs["teacher_hard_logits"]
         size, candidates = hard_logits.shape[:2]
-        embeddings = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).embeddings
+        encoder_inputs = {name: inputs[name] for name in ("input_ids", "token_states", "attention_mask")
+                          if name in inputs}
+        embeddings = model(**encoder_inputs).embeddings
         queries, positives = embeddings[:size], embeddings[size : 2 * size]
         negatives = embeddings[2 * size :].reshape(size, candidates - 1, embeddings.shape[-1])
         all_positives, offset = gather_with_grad(positives) if model.training else (positives, 0)
@@ -398,9 +428,10 @@ class D2LLMTrainer(ScoredBatchTrainer):
         student_hard, branch_features = student.score(queries[:, None, :],
                                                       torch.cat([positives[:, None, :], negatives], dim=1), task)
         weights = self.args.loss_weights
+        inbatch_logits = inputs["teacher_inbatch_logits"]
         losses = distillation_losses(
             student_inbatch, student_hard, branch_features,
-            teacher_probabilities(inputs["teacher_inbatch_logits"], weights.teacher_temperature),
+            teacher_probabilities(inbatch_logits, weights.teacher_temperature) if inbatch_logits.numel() else None,
             teacher_probabilities(hard_logits, weights.teacher_temperature),
             inputs["teacher_feature_cosine"], weights, inbatch_offset=offset)
         loss = torch.stack(list(losses.values())).sum()

@@ -11,7 +11,7 @@ Command line::
     python -m preprocess.adapt_teacher --teacher MODEL_OR_GGUF --output ADAPTER_DIR
         [--train-pairs FILE ...] [--train-mined DIR ...] [--limit N]
         [--dev-pairs FILE] [--dev-mined DIR] [--epochs 1] [--batch-size 16] [--lr 2e-4] [--lora-r 16]
-        [--bf16] [--activation-checkpointing]
+        [--bf16] [--activation-checkpointing] [--dtype auto|float32|bfloat16] [--prompt-preset spec|short]
 
 writes the peft adapter (``adapter_config.json``, ``adapter_model.safetensors``), the prompts and token limits it
 was trained with (``teacher_prompts.json``, ``teacher_settings.json``) and ``adaptation_report.json`` (settings,
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from preprocess.prompts import prompts_to_json
 from preprocess.readers import PAIR_FEATURES, POSITIVE_LABELS, read_pairs
-from preprocess.teacher import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher
+from preprocess.teacher import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher, add_teacher_cost_arguments
 from preprocess.teacher_eval import add_dev_arguments, evaluate_teacher, load_dev
 
 logger = logging.getLogger(__name__)
@@ -206,21 +206,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-query-tokens", type=int, default=128)
     parser.add_argument("--max-passage-tokens", type=int, default=384)
     parser.add_argument("--eval-batch-size", type=int, default=16)
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the training forward pass")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bfloat16 autocast for the training forward pass (also implied by --dtype bfloat16, and "
+                             "by --dtype auto where the hardware is fast at bf16)")
     parser.add_argument("--activation-checkpointing", action="store_true",
                         help="recompute activations in the backward pass (less memory, slower)")
     add_dev_arguments(parser)
+    add_teacher_cost_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(args.seed)
-    config = AdaptConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_r=args.lora_r,
-                         lora_alpha=args.lora_alpha, seed=args.seed, bf16=args.bf16,
-                         activation_checkpointing=args.activation_checkpointing)
     train = load_training_pairs(args.train_pairs, args.train_mined, args.train_task, args.limit, args.seed,
                                 args.train_layout, args.positive_labels)
     dev_pairs, dev_mined = load_dev(args)
     teacher = YesNoTeacher.from_pretrained(args.teacher, max_query_tokens=args.max_query_tokens,
-                                           max_passage_tokens=args.max_passage_tokens)
+                                           max_passage_tokens=args.max_passage_tokens, dtype=args.dtype,
+                                           prompt_preset=args.prompt_preset or "spec")
+    config = AdaptConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lora_r=args.lora_r,
+                         lora_alpha=args.lora_alpha, seed=args.seed,
+                         bf16=args.bf16 or teacher.compute.dtype == "bfloat16",
+                         activation_checkpointing=args.activation_checkpointing)
     started = time.perf_counter()
     before = evaluate_teacher(teacher, dev_pairs, dev_mined, args.eval_batch_size)
     logger.info("before: %s (%.0fs)", before, time.perf_counter() - started)
@@ -233,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 train_seconds, train_seconds / max(1, len(losses)))
     save_adapter(teacher, args.output, {
         "teacher": args.teacher, "train_pairs": args.train_pairs, "train_mined": args.train_mined,
-        "train_size": len(train), "config": asdict(config), "losses": losses, "train_seconds": train_seconds,
+        "train_size": len(train), "config": asdict(config), "compute": teacher.compute.to_dict(),
+        "losses": losses, "train_seconds": train_seconds,
         "dev_before": before, "dev_after": after})
     logger.info("adapter -> %s", args.output)
 

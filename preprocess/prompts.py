@@ -5,8 +5,11 @@ instruction *after* the passage: the student encodes query and passage separatel
 read them before it is told what to judge. The teacher's relevance is read from the next-token logits of
 the first token of the ``yes`` and ``no`` words.
 
-The English prompts are SPEC's; the Chinese ones are the authors' (``save_logits.py``), moved to the end.
-Other languages or wordings come from a JSON file (``load_prompts``) with the same layout as ``PROMPTS``.
+Presets (``PRESETS``): ``spec``, the paper's long instructions (English as written there, Chinese the authors'
+``save_logits.py`` ones moved to the end), and ``short``, one-line questions for *adapted* teachers. The long
+instruction is most of every pair's tokens (an STS-B pair is 91 tokens, 13 of them the two sentences), so the
+short preset scores several times faster; an adapted teacher learns the task from its training pairs, not from the
+wording. Other languages or wordings come from a JSON file (``load_prompts``) with the same layout as ``PROMPTS``.
 """
 
 from __future__ import annotations
@@ -77,9 +80,25 @@ PROMPTS: dict[str, dict[str, TaskPrompt]] = {
 }
 
 
-def load_prompts(path: str | Path | None = None) -> dict[str, dict[str, TaskPrompt]]:
-    """The defaults, updated from a JSON file ``{language: {task: {template, yes, no}}}`` when given."""
-    prompts = {language: dict(tasks) for language, tasks in PROMPTS.items()}
+SHORT_PROMPTS: dict[str, dict[str, TaskPrompt]] = {
+    "en": {
+        "symmetric": TaskPrompt("#Q: {query}\n#P: {passage}\nDo #Q and #P mean the same? Answer:", " yes", " no"),
+        "asymmetric": TaskPrompt("#Q: {query}\n#P: {passage}\nDoes #P answer #Q? Answer:", " yes", " no"),
+    },
+    "zh": {
+        "symmetric": TaskPrompt("#P：{query}\n#H：{passage}\n#P和#H意思相同吗？回答：", "是", "不是"),
+        "asymmetric": TaskPrompt("#Q：{query}\n#A：{passage}\n#A能回答#Q吗？回答：", "能", "不能"),
+    },
+}
+
+PRESETS: dict[str, dict[str, dict[str, TaskPrompt]]] = {"spec": PROMPTS, "short": SHORT_PROMPTS}
+
+
+def load_prompts(path: str | Path | None = None, preset: str = "spec") -> dict[str, dict[str, TaskPrompt]]:
+    """The ``preset``'s prompts, updated from a JSON file ``{language: {task: {template, yes, no}}}`` when given."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown prompt preset {preset!r}; presets are {sorted(PRESETS)}")
+    prompts = {language: dict(tasks) for language, tasks in PRESETS[preset].items()}
     if path is None:
         return prompts
     with open(path, encoding="utf-8") as handle:

@@ -14,6 +14,7 @@ Command line (a quick look at a teacher on a few pairs of a JSONL file)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +23,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
 from modeling_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
-from preprocess.prompts import TaskPrompt, load_prompts, task_prompt
+from preprocess.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"
 """Saved next to a LoRA adapter by ``adapt_teacher``: the prompts it was trained with."""
@@ -47,6 +49,7 @@ class YesNoTeacher:
         prompts: dict[str, dict[str, TaskPrompt]] | None = None,
         max_query_tokens: int = 128,
         max_passage_tokens: int = 384,
+        compute: DtypeChoice | None = None,
     ) -> None:
         if not tokenizer.is_fast:
             raise ValueError("YesNoTeacher needs a fast tokenizer (it truncates texts by token offsets)")
@@ -58,6 +61,7 @@ class YesNoTeacher:
         self.prompts = prompts if prompts is not None else load_prompts()
         self.max_query_tokens = max_query_tokens
         self.max_passage_tokens = max_passage_tokens
+        self.compute = compute
         self._special_prefix = _special_prefix(tokenizer)
 
     def settings(self) -> dict[str, int]:
@@ -75,21 +79,31 @@ class YesNoTeacher:
         dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         prompts: dict[str, dict[str, TaskPrompt]] | None = None,
+        prompt_preset: str | None = None,
         merge_adapter: bool = True,
         **kwargs,
     ) -> "YesNoTeacher":
         """A hub id, a folder or a ``.gguf`` path, optionally with a peft LoRA folder from ``adapt_teacher``.
 
-        ``dtype`` defaults to bfloat16 on a GPU and float32 on a CPU; the adapter is merged for speed unless
+        ``dtype``: ``"auto"`` (bfloat16 where the hardware is fast at it, ``hardware.resolve_dtype``),
+        ``"float32"``, ``"bfloat16"`` or a torch dtype; None keeps the old default (bfloat16 on a GPU, float32 on a
+        CPU). On a CPU, bfloat16 means float32 weights under bfloat16 autocast (``forward``), which tracks float32
+        scores far more closely than bfloat16 weights. The adapter is merged for speed unless
         ``merge_adapter=False`` (to train it further). ``kwargs`` go to the constructor (``max_query_tokens``,
         ``max_passage_tokens``; None means the default). The adapter's saved prompts and token limits are used
-        unless ``prompts`` or the limit is given.
+        unless ``prompts``, ``prompt_preset`` (``preprocess.prompts.PRESETS``) or the limit is given.
         """
         name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
-            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        load_kwargs = {"dtype": dtype, "attn_implementation": default_attn_implementation()}
+            dtype = "bfloat16" if device.type == "cuda" else "float32"
+        if isinstance(dtype, torch.dtype):
+            dtype = str(dtype).removeprefix("torch.")
+        compute = resolve_dtype(dtype, device)
+        weights_dtype = torch.float32 if device.type == "cpu" else compute.torch_dtype
+        if prompts is None and prompt_preset is not None:
+            prompts = load_prompts(preset=prompt_preset)
+        load_kwargs = {"dtype": weights_dtype, "attn_implementation": default_attn_implementation()}
         if gguf_file:
             load_kwargs["gguf_file"] = gguf_file
         tokenizer = load_tokenizer(name_or_path, gguf_file=gguf_file)
@@ -110,7 +124,7 @@ class YesNoTeacher:
                         kwargs[key] = value
         model.eval()
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
-        return cls(model, tokenizer, language=language, prompts=prompts, **kwargs)
+        return cls(model, tokenizer, language=language, prompts=prompts, compute=compute, **kwargs)
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -164,7 +178,8 @@ class YesNoTeacher:
         self, batch: dict[str, torch.Tensor], answer_ids: torch.Tensor, return_features: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Differentiable ``[b, 2]`` answer logits (``answer_ids`` ``[b, 2]`` or ``[2]``) and final-token states."""
-        output = self.model(**batch, logits_to_keep=1, output_hidden_states=return_features, use_cache=False)
+        with self.autocast():
+            output = self.model(**batch, logits_to_keep=1, output_hidden_states=return_features, use_cache=False)
         last = output.logits[:, -1, :]
         answer_ids = answer_ids.to(last.device)
         if answer_ids.dim() == 1:
@@ -173,6 +188,14 @@ class YesNoTeacher:
             logits = last.gather(1, answer_ids)
         features = output.hidden_states[-1][:, -1, :] if return_features else None
         return logits, features
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast where the compute dtype is bfloat16 but the weights are float32 (the CPU path); else
+        nothing (an enclosing autocast stays in force)."""
+        weights = next(self.model.parameters()).dtype
+        if self.compute is not None and self.compute.dtype == "bfloat16" and weights == torch.float32:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @torch.inference_mode()
     def score(
@@ -211,6 +234,15 @@ class YesNoTeacher:
 def yes_probability(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """The two-way softmax of ``[..., 2]`` yes/no logits, probability of yes."""
     return torch.softmax(logits.float() / temperature, dim=-1)[..., 0]
+
+
+def add_teacher_cost_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dtype`` and ``--prompt-preset``, shared by the commands that run the teacher."""
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="auto: bfloat16 on GPUs and on CPUs with AMX or AVX512-BF16, float32 elsewhere")
+    parser.add_argument("--prompt-preset", choices=sorted(PRESETS), default=None,
+                        help="teacher prompts (default: the adapter's, else spec); short: one-line questions, "
+                             "for adapted teachers")
 
 
 def length_sorted_batches(sequences: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:

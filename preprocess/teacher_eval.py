@@ -24,7 +24,7 @@ from datasets import Dataset
 from scipy.stats import spearmanr
 
 from evaluation import metrics
-from preprocess.teacher import YesNoTeacher
+from preprocess.teacher import YesNoTeacher, add_teacher_cost_arguments
 
 
 def average_precision(scores: Sequence[float], labels: Sequence[float]) -> float:
@@ -142,10 +142,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-passage-tokens", type=int, help="default: the adapter's, else 384")
     parser.add_argument("--seed", type=int, default=0)
     add_dev_arguments(parser)
+    add_teacher_cost_arguments(parser)
     args = parser.parse_args(argv)
     teacher = YesNoTeacher.from_pretrained(args.teacher, adapter=args.adapter, max_query_tokens=args.max_query_tokens,
-                                           max_passage_tokens=args.max_passage_tokens)
-    print(json.dumps(evaluate_teacher(teacher, *load_dev(args), batch_size=args.batch_size), indent=2))
+                                           max_passage_tokens=args.max_passage_tokens, dtype=args.dtype,
+                                           prompt_preset=args.prompt_preset)
+    metrics = evaluate_teacher(teacher, *load_dev(args), batch_size=args.batch_size)
+    print(json.dumps({**metrics, "compute": teacher.compute.to_dict()}, indent=2))
 
 
 if __name__ == "__main__":
