@@ -127,7 +127,11 @@ def agreement(work: Path, adapter: str | None, dtype: str, pairs: int) -> dict:
         teacher = load_teacher(work, adapter, name)
         logits = teacher.score(test["query"], test["passage"], "symmetric")
         margins[name] = (logits[:, 0] - logits[:, 1]).tolist()
-    return {"pairs": pairs, "dtype": dtype, "spearman": float(spearmanr(margins["float32"], margins[dtype])[0])}
+    reference = torch.tensor(margins["float32"])
+    return {"pairs": pairs, "dtype": dtype, "adapter": adapter,
+            "spearman": float(spearmanr(margins["float32"], margins[dtype])[0]),
+            "margin_std": float(reference.std()),
+            "max_abs_error": float((torch.tensor(margins[dtype]) - reference).abs().max())}
 
 
 def student_steps(work: Path, scored: str, steps: int, bf16: bool) -> dict:
@@ -169,14 +173,14 @@ def warmup_epoch(work: Path, scored: str, cache_dir: Path) -> dict:
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def adapted_quality(work: Path, preset: str, pairs: int) -> dict:
-    """LoRA-adapt the teacher with ``preset`` on ``pairs`` STS-B train pairs (one epoch, batch 16), then Spearman
-    on all STS-B test pairs."""
-    adapter = work / f"adapter_{preset}_{pairs}"
+def adapted_quality(work: Path, preset: str, pairs: int, lr: float) -> dict:
+    """LoRA-adapt the teacher with ``preset`` on ``pairs`` STS-B train pairs (one epoch, batch 16, learning rate
+    ``lr``), then Spearman on all STS-B test pairs."""
+    adapter = work / f"adapter_{preset}_{pairs}_{lr:g}"
     if not adapter.exists():
         subprocess.run([sys.executable, "-m", "preprocess.adapt_teacher", "--teacher", str(work / "smollm2"),
                         "--output", str(adapter), "--train-pairs", str(DATA / "stsb" / "train.jsonl"),
-                        "--limit", str(pairs), "--lr", "2e-4", "--prompt-preset", preset,
+                        "--limit", str(pairs), "--lr", str(lr), "--prompt-preset", preset,
                         "--max-query-tokens", "128", "--max-passage-tokens", "128"], cwd=ROOT, check=True)
     report = json.loads((adapter / "adaptation_report.json").read_text())
     start = time.perf_counter()
@@ -184,7 +188,8 @@ def adapted_quality(work: Path, preset: str, pairs: int) -> dict:
                              "--adapter", str(adapter), "--dev-pairs", str(DATA / "stsb" / "test.jsonl"),
                              "--batch-size", "32"], cwd=ROOT, check=True, capture_output=True, text=True)
     metrics = json.loads(result.stdout)
-    return {"preset": preset, "pairs": pairs, "steps": len(report["losses"]), "adapt_s": report["train_seconds"],
+    return {"preset": preset, "pairs": pairs, "lr": lr, "steps": len(report["losses"]), "adapter": str(adapter),
+            "adapt_s": report["train_seconds"], "dtype": report["compute"]["dtype"],
             "stsb_test_spearman": metrics["pairs"]["spearman"], "eval_s": time.perf_counter() - start}
 
 
@@ -194,15 +199,24 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
     rows = [("(a) float32, in-batch pairs, paper prompt (today's default)", a),
             (f"(b) {b['dtype']} (the hardware's dtype)", b), ("(c) (b) + `--inbatch-scores none`", c),
             ("(d) (c) + `--prompt-preset short`", d)]
-    lines = [f"CPU capability: {results['machine']['cpu_capability']}, {args.threads} threads; "
+    command = " ".join(["python benchmarks/bench_throughput.py", *sys.argv[1:]])
+    lines = ["# Throughput: teacher scoring and student training", "",
+             f"Measured in one run of `{command}` ({time.strftime('%Y-%m-%d')}); every ratio is against a row of the "
+             "same run. Rows are explained in the benchmark's docstring.", "",
+             f"CPU capability: {results['machine']['cpu_capability']}, {args.threads} threads; "
              f"`--dtype auto` chose {b['dtype']}.", "",
              "| teacher scoring | batches | seconds | training queries / min | ratio to (a) |",
              "| --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {label} | {row['batches']} | {row['seconds']:.0f} | {row['queries_per_min']:.1f} | "
               f"{row['queries_per_min'] / a['queries_per_min']:.2f} |" for label, row in rows]
-    agree = results["agreement"]
-    lines += ["", f"Agreement of {agree['dtype']} with float32 on {agree['pairs']} STS-B test pairs (Spearman of "
-              f"l_yes - l_no): {agree['spearman']:.4f}.", "",
+    lines += ["", f"Agreement of {b['dtype']} with float32 on the first STS-B test pairs (Spearman of the margins "
+              "l_yes - l_no; the spread of the float32 margins and the largest difference):", "",
+              "| teacher | pairs | Spearman | std of margins | max abs difference |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {row['adapter'] or 'not adapted'} | {row['pairs']} | {row['spearman']:.4f} | "
+              f"{row['margin_std']:.3f} | {row['max_abs_error']:.3f} |"
+              for key, row in results.items() if key.startswith("agreement")]
+    lines += ["",
               "| student training | seconds | training queries / min | ratio to (e) |", "| --- | ---: | ---: | ---: |"]
     for label, row, seconds in [("(e) end-to-end LoRA step, float32", e, f"{e['median_step_s']:.2f} / step"),
                                 ("(f) end-to-end LoRA step, bf16 autocast", f, f"{f['median_step_s']:.2f} / step"),
@@ -217,7 +231,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> str:
               f"{big['peak_rss_gb']:.2f} GB (target <= 8)."]
     if "quality_spec" in results:
         spec, short = results["quality_spec"], results["quality_short"]
-        lines += ["", "| adapted teacher prompt | adaptation steps | adaptation s | STS-B test Spearman | eval s |",
+        lines += ["", f"Teachers adapted on the same {spec['pairs']} STS-B train pairs (one epoch, batch 16, learning "
+                  f"rate {spec['lr']:g}, {spec['dtype']}), evaluated on all STS-B test pairs:", "",
+                  "| adapted teacher prompt | adaptation steps | adaptation s | STS-B test Spearman | eval s |",
                   "| --- | ---: | ---: | ---: | ---: |"]
         lines += [f"| {row['preset']} | {row['steps']} | {row['adapt_s']:.0f} | {row['stsb_test_spearman']:.4f} | "
                   f"{row['eval_s']:.0f} |" for row in (spec, short)]
@@ -233,7 +249,8 @@ def main() -> None:
     parser.add_argument("--agreement-pairs", type=int, default=64)
     parser.add_argument("--student-steps", type=int, default=4)
     parser.add_argument("--warmup-queries", type=int, default=2000)
-    parser.add_argument("--adapt-pairs", type=int, default=2400, help="0: skip the short-prompt quality rows")
+    parser.add_argument("--adapt-pairs", type=int, default=1200, help="0: skip the short-prompt quality rows")
+    parser.add_argument("--adapt-lr", type=float, default=5e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup-child", help=argparse.SUPPRESS)  # SCORED: run the at-scale warm-up and print JSON
     args = parser.parse_args()
@@ -275,7 +292,11 @@ def main() -> None:
     if args.adapt_pairs:
         for preset in ("spec", "short"):
             results[f"quality_{preset}"] = measured(
-                work, f"quality_{preset}", lambda preset=preset: adapted_quality(work, preset, args.adapt_pairs))
+                work, f"quality_{preset}",
+                lambda preset=preset: adapted_quality(work, preset, args.adapt_pairs, args.adapt_lr))
+        adapted = results["quality_spec"]["adapter"]
+        results["agreement_adapted"] = measured(work, "agreement_adapted", lambda: agreement(
+            work, adapted, hardware, args.agreement_pairs))
     table = report(results, args)
     print(table)
     if args.report:

@@ -177,17 +177,36 @@ class YesNoTeacher:
     def forward(
         self, batch: dict[str, torch.Tensor], answer_ids: torch.Tensor, return_features: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Differentiable ``[b, 2]`` answer logits (``answer_ids`` ``[b, 2]`` or ``[2]``) and final-token states."""
+        """Differentiable ``[b, 2]`` answer logits (``answer_ids`` ``[b, 2]`` or ``[2]``) and final-token states.
+
+        In bfloat16 (``compute``) the decoder runs in bf16 but the two answer rows of the LM head are applied to the
+        final state in float32: rounding each logit to bf16 (steps of 1/16 near 10) would swamp ``l_yes - l_no``.
+        """
+        answer_ids = answer_ids.to(self.device)
+        if self._float32_answer_head():
+            with self.autocast():
+                hidden = self.model.get_decoder()(**batch, use_cache=False).last_hidden_state[:, -1, :]
+            head = self.model.get_output_embeddings()
+            weight = head.weight[answer_ids].float()  # [2, d] or [b, 2, d]
+            logits = hidden.float() @ weight.T if weight.dim() == 2 else torch.einsum("bd,bkd->bk", hidden.float(),
+                                                                                      weight)
+            if head.bias is not None:
+                logits = logits + head.bias[answer_ids].float()
+            return logits, hidden if return_features else None
         with self.autocast():
             output = self.model(**batch, logits_to_keep=1, output_hidden_states=return_features, use_cache=False)
         last = output.logits[:, -1, :]
-        answer_ids = answer_ids.to(last.device)
-        if answer_ids.dim() == 1:
-            logits = last[:, answer_ids]
-        else:
-            logits = last.gather(1, answer_ids)
+        logits = last[:, answer_ids] if answer_ids.dim() == 1 else last.gather(1, answer_ids)
         features = output.hidden_states[-1][:, -1, :] if return_features else None
         return logits, features
+
+    def _float32_answer_head(self) -> bool:
+        """bf16 compute and a plain linear LM head (no logit soft-capping or scaling the model would apply)."""
+        config = self.model.config.get_text_config()
+        plain = not getattr(config, "final_logit_softcapping", None) and getattr(config, "logit_scale", None) is None
+        head = self.model.get_output_embeddings()
+        return (self.compute is not None and self.compute.dtype == "bfloat16" and plain
+                and isinstance(head, torch.nn.Linear))
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bfloat16 autocast where the compute dtype is bfloat16 but the weights are float32 (the CPU path); else

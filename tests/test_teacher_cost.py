@@ -41,17 +41,18 @@ def test_bfloat16_asked_for_on_a_cpu_without_fast_bf16_is_kept_but_warned(monkey
         hardware.resolve_dtype("float16", "cpu")
 
 
-def test_bfloat16_teacher_on_cpu_keeps_float32_weights_and_tracks_float32_scores():
+def test_bfloat16_teacher_on_cpu_keeps_float32_weights_and_applies_the_answer_rows_in_float32():
     teacher = tiny_teacher()
     queries, passages = ["the cat sat", "a dog ran far", "the sun"], ["a cat sat", "the moon", "tea and milk"]
     reference = teacher.score(queries, passages, "symmetric")
     teacher.compute = hardware.resolve_dtype("bfloat16", "cpu")
+    batch = teacher.collate(teacher.encode_pairs(queries[:1], passages[:1], "symmetric"))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        expected = teacher.model(**teacher.collate(teacher.encode_pairs(queries[:1], passages[:1], "symmetric")),
-                                 logits_to_keep=1).logits[0, -1, list(teacher.answer_ids("symmetric"))].float()
-    scored = teacher.score(queries, passages, "symmetric")
-    assert next(teacher.model.parameters()).dtype == torch.float32
-    assert torch.allclose(scored[0], expected, atol=1e-5)  # the forward ran under autocast
+        hidden = teacher.model.model(**batch).last_hidden_state[:, -1].float()
+    rows = teacher.model.lm_head.weight[list(teacher.answer_ids("symmetric"))]
+    scored, features = teacher.score(queries, passages, "symmetric", return_features=True)
+    assert next(teacher.model.parameters()).dtype == torch.float32 and features.shape == (3, 32)
+    assert torch.allclose(scored[0], hidden[0] @ rows.T, atol=1e-5)  # bf16 decoder, float32 answer rows
     assert not torch.equal(scored, reference) and torch.allclose(scored, reference, atol=0.1)
 
 
