@@ -157,20 +157,34 @@ def _one_batch(trainer: D2LLMTrainer, row) -> dict[str, torch.Tensor]:
     return trainer._prepare_inputs(trainer.data_collator([row]))
 
 
-def test_compute_loss_is_the_sum_of_the_three_spec_losses(tmp_path):
+@torch.no_grad()
+def _student_logits(model, inputs, size: int = 4, negatives: int = 3, task: str = "symmetric"):
+    """``Z_ib [B, B]``, ``Z_h [B, 1+K]`` and the branch vectors ``y_S`` of one collated batch, computed by hand."""
+    embeddings = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).embeddings
+    q, p = embeddings[:size], embeddings[size : 2 * size]
+    n = embeddings[2 * size :].view(size, negatives, -1)
+    z_h, y_s = model.score(q[:, None], torch.cat([p[:, None], n], 1), task)
+    return model.similarity(q, p, task), z_h, y_s
+
+
+def _loss_with_hand_logits(tmp_path, **overrides):
+    """``compute_loss`` of one fixture batch (B = 4, K = 3) in eval mode, with ``Z_ib``, ``Z_h``, ``y_S`` and the
+    inputs to recompute it by hand."""
     model = tiny_student()
     dataset = scored_dataset(num_batches=1, batch_size=4, num_negatives=3)
-    args = _args(tmp_path, alpha=0.5, beta=0.7, gamma=0.3, eta=0.2, tau_inbatch=0.5, tau_hard=0.25,
-                 rank_scale=0.5, teacher_temperature=2.0)
-    trainer = D2LLMTrainer(model, args, train_dataset=dataset)
+    trainer = D2LLMTrainer(model, _args(tmp_path, **overrides), train_dataset=dataset)
     inputs = _one_batch(trainer, dataset[0])
     model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(model, inputs)
-        embeddings = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).embeddings
-        q, p, n = embeddings[:4], embeddings[4:8], embeddings[8:].view(4, 3, -1)
-        z_ib = model.similarity(q, p, "symmetric")
-        z_h, y_s = model.score(q[:, None], torch.cat([p[:, None], n], 1), "symmetric")
+    return (loss, *_student_logits(model, inputs), inputs)
+
+
+def test_compute_loss_is_the_sum_of_the_three_spec_losses(tmp_path):
+    loss, z_ib, z_h, y_s, inputs = _loss_with_hand_logits(
+        tmp_path, alpha=0.5, beta=0.7, gamma=0.3, eta=0.2, tau_inbatch=0.5, tau_hard=0.25, rank_scale=0.5,
+        teacher_temperature=2.0)
+    with torch.no_grad():
         s_h = teacher_probabilities(inputs["teacher_hard_logits"], 2.0)
         s_ib = teacher_probabilities(inputs["teacher_inbatch_logits"], 2.0)
         expected = (contrastive_imitation_loss(z_ib, z_h, s_h, alpha=0.5, tau_inbatch=0.5, tau_hard=0.25)
@@ -224,19 +238,10 @@ def test_training_logs_every_loss_component_next_to_the_total(tmp_path):
 
 
 def test_compute_loss_adds_listwise_distillation_and_log_prior_weighting_when_asked(tmp_path):
-    model = tiny_student()
-    dataset = scored_dataset(num_batches=1, batch_size=4, num_negatives=3)
-    args = _args(tmp_path, kd_weight=0.5, kd_teacher_temperature=2.0, kd_student_temperature=0.5,
-                 hard_weighting="log_prior", teacher_temperature=1.5)
-    trainer = D2LLMTrainer(model, args, train_dataset=dataset)
-    inputs = _one_batch(trainer, dataset[0])
-    model.eval()
+    loss, z_ib, z_h, y_s, inputs = _loss_with_hand_logits(
+        tmp_path, kd_weight=0.5, kd_teacher_temperature=2.0, kd_student_temperature=0.5, hard_weighting="log_prior",
+        teacher_temperature=1.5)
     with torch.no_grad():
-        loss = trainer.compute_loss(model, inputs)
-        embeddings = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).embeddings
-        q, p, n = embeddings[:4], embeddings[4:8], embeddings[8:].view(4, 3, -1)
-        z_ib = model.similarity(q, p, "symmetric")
-        z_h, y_s = model.score(q[:, None], torch.cat([p[:, None], n], 1), "symmetric")
         s_h = teacher_probabilities(inputs["teacher_hard_logits"], 1.5)
         s_ib = teacher_probabilities(inputs["teacher_inbatch_logits"], 1.5)
         expected = (contrastive_imitation_loss(z_ib, z_h, s_h, hard_weighting="log_prior")
@@ -264,12 +269,7 @@ def test_training_logs_logit_diagnostics_of_the_batch_trained_on(tmp_path):
     dataset = scored_dataset(num_batches=1, batch_size=4, num_negatives=3)
     reference = tiny_student()  # the same initial weights as the trained one (seed 0)
     trainer = D2LLMTrainer(tiny_student(), _args(tmp_path, max_steps=2), train_dataset=dataset)
-    inputs = _one_batch(trainer, dataset[0])
-    with torch.no_grad():
-        embeddings = reference(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).embeddings
-        q, p, n = embeddings[:4], embeddings[4:8], embeddings[8:].view(4, 3, -1)
-        z_ib = reference.similarity(q, p, "symmetric")
-        z_h, _ = reference.score(q[:, None], torch.cat([p[:, None], n], 1), "symmetric")
+    z_ib, z_h, _ = _student_logits(reference, _one_batch(trainer, dataset[0]))
     trainer.train()
     logged = _step_losses(trainer)
     first, second = logged[1], logged[2]
