@@ -28,7 +28,10 @@ from schema import SCORED_BATCH_COLUMNS
 
 TRAINABLE_STATE_FILE = "trainable_state.safetensors"
 TRAINING_ARGS_FILE = "training_args.json"
-LOSS_COMPONENTS = ("ci_inbatch", "ci_hard", "ri_pearson", "ri_pairwise", "fi")
+LOSS_COMPONENTS = ("ci_inbatch", "ci_hard", "ri_pearson", "ri_pairwise", "fi", "kd")
+DIAGNOSTICS = ("logits_hard_mean", "logits_hard_std", "logits_inbatch_mean", "logits_inbatch_std",
+               "positive_weight_lowest_share")
+HARD_WEIGHTINGS = ("spec", "log_prior")
 _EPS = 1e-12
 
 
@@ -46,6 +49,16 @@ def teacher_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> tor
     return torch.sigmoid((logits[..., 0] - logits[..., 1]) / temperature)
 
 
+def teacher_scores(logits: torch.Tensor) -> torch.Tensor:
+    """Teacher score ``t = l_yes - l_no``: ``logits [..., 2] -> [...]`` in float32; an empty tensor (a batch scored
+    without in-batch pairs) gives an empty tensor."""
+    if logits.numel() == 0:
+        return logits.float().reshape(0)
+    if logits.shape[-1] != 2:
+        raise ValueError(f"teacher logits must end in [l_yes, l_no] (size 2), got shape {tuple(logits.shape)}")
+    return logits[..., 0].float() - logits[..., 1].float()
+
+
 def _inbatch_contrastive(student_inbatch: torch.Tensor, tau: float, offset: int) -> torch.Tensor:
     """``mean_i CE(Z_ib[i, :] / tau, target offset + i)``; ``Z_ib [B, N]`` may hold other processes' positives."""
     rows = student_inbatch.shape[0]
@@ -53,12 +66,24 @@ def _inbatch_contrastive(student_inbatch: torch.Tensor, tau: float, offset: int)
     return F.cross_entropy(student_inbatch.float() / tau, targets)
 
 
-def _hard_contrastive(student_hard: torch.Tensor, teacher_hard: torch.Tensor, tau: float) -> torch.Tensor:
-    """``mean_i -log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]``,
-    ``W[i, 0] = S_h[i, 0]``, ``W[i, k>=1] = 1 - S_h[i, k]``."""
+def _hard_weights(teacher_hard: torch.Tensor) -> torch.Tensor:
+    """``W[i, 0] = S_h[i, 0]``, ``W[i, k>=1] = 1 - S_h[i, k]`` (float32)."""
     teacher = teacher_hard.float()
-    weights = torch.cat([teacher[:, :1], 1.0 - teacher[:, 1:]], dim=1)
-    return -F.log_softmax(weights * student_hard.float() / tau, dim=1)[:, 0].mean()
+    return torch.cat([teacher[:, :1], 1.0 - teacher[:, 1:]], dim=1)
+
+
+def _hard_contrastive(student_hard: torch.Tensor, teacher_hard: torch.Tensor, tau: float,
+                      weighting: str = "spec") -> torch.Tensor:
+    """``spec``: ``mean_i -log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]``;
+    ``log_prior``: ``mean_i -log softmax_k(Z_h[i, :] / tau + log W[i, :])[0]`` (W floored at 1e-12)."""
+    weights = _hard_weights(teacher_hard)
+    if weighting == "spec":
+        weighted = weights * student_hard.float() / tau
+    elif weighting == "log_prior":
+        weighted = student_hard.float() / tau + weights.clamp_min(_EPS).log()
+    else:
+        raise ValueError(f"hard weighting must be one of {HARD_WEIGHTINGS}, got {weighting!r}")
+    return -F.log_softmax(weighted, dim=1)[:, 0].mean()
 
 
 def _pearson_rank(student_hard: torch.Tensor, teacher_hard: torch.Tensor) -> torch.Tensor:
@@ -84,6 +109,21 @@ def _pairwise_rank(student_hard: torch.Tensor, teacher_hard: torch.Tensor, stude
     return terms.sum() / (rows * (candidates - 1) * (rows - 1))
 
 
+def _listwise_kl(student_hard: torch.Tensor, teacher_hard_scores: torch.Tensor, student_inbatch: torch.Tensor,
+                 teacher_inbatch_scores: torch.Tensor, tau_teacher: float, tau_student: float) -> torch.Tensor:
+    """``mean_i KL(softmax(t_i / tau_T) || softmax(Z_i / tau_S))`` over query i's 1+K candidates and, when
+    ``teacher_inbatch_scores`` is not empty, the positives j != i of ``student_inbatch``'s own ``[B, B]`` block."""
+    student, teacher = student_hard.float(), teacher_hard_scores.float()
+    if teacher_inbatch_scores.numel():
+        rows = student.shape[0]
+        off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=student.device)
+        student = torch.cat([student, student_inbatch.float()[off_diagonal].view(rows, rows - 1)], dim=1)
+        teacher = torch.cat([teacher, teacher_inbatch_scores.float()[off_diagonal].view(rows, rows - 1)], dim=1)
+    teacher_log = F.log_softmax(teacher / tau_teacher, dim=1)
+    student_log = F.log_softmax(student / tau_student, dim=1)
+    return (teacher_log.exp() * (teacher_log - student_log)).sum(dim=1).mean()
+
+
 def _cosine_matrices(features: torch.Tensor) -> torch.Tensor:
     """``C[i][a, b] = cos(y[i, a], y[i, b])``: ``[B, M, h] -> [B, M, M]``; a zero vector has cosine 0 with all."""
     unit = F.normalize(features.float(), dim=-1, eps=1e-8)
@@ -97,7 +137,7 @@ def _feature_imitation(student_features: torch.Tensor, teacher_feature_cosine: t
 
 def contrastive_imitation_loss(student_inbatch: torch.Tensor, student_hard: torch.Tensor, teacher_hard: torch.Tensor,
                                *, alpha: float = 1.0, tau_inbatch: float = 1.0, tau_hard: float = 1.0,
-                               inbatch_offset: int = 0) -> torch.Tensor:
+                               inbatch_offset: int = 0, hard_weighting: str = "spec") -> torch.Tensor:
     """Contrastive imitation (SPEC section 3):
 
     ``L_CI = mean_i CE(Z_ib[i, :] / tau_ib, target i)
@@ -106,9 +146,13 @@ def contrastive_imitation_loss(student_inbatch: torch.Tensor, student_hard: torc
 
     ``student_inbatch [B, B]`` (or ``[B, N]`` with the positives of several processes, query i's own positive in
     column ``inbatch_offset + i``), ``student_hard [B, 1+K]`` logits, ``teacher_hard [B, 1+K]`` probabilities.
+
+    ``hard_weighting="log_prior"`` (an option beyond SPEC) replaces the hard term by
+    ``alpha * mean_i [-log softmax_k(Z_h[i, :] / tau_h + log W[i, :])[0]]``: the weights act as a prior on each
+    candidate's share, and moving all of a row's logits together leaves the term unchanged.
     """
     return (_inbatch_contrastive(student_inbatch, tau_inbatch, inbatch_offset)
-            + alpha * _hard_contrastive(student_hard, teacher_hard, tau_hard))
+            + alpha * _hard_contrastive(student_hard, teacher_hard, tau_hard, hard_weighting))
 
 
 def rank_imitation_loss(student_hard: torch.Tensor, teacher_hard: torch.Tensor, student_inbatch: torch.Tensor,
@@ -136,6 +180,29 @@ def feature_imitation_loss(student_features: torch.Tensor, teacher_feature_cosin
     return eta * _feature_imitation(student_features, teacher_feature_cosine)
 
 
+def listwise_distillation_loss(student_hard: torch.Tensor, teacher_hard_scores: torch.Tensor,
+                               student_inbatch: torch.Tensor | None = None,
+                               teacher_inbatch_scores: torch.Tensor | None = None, *, kd_weight: float = 1.0,
+                               tau_teacher: float = 1.0, tau_student: float = 1.0) -> torch.Tensor:
+    """Listwise distillation, beyond the paper (D2LLM has no such term; Tevatron's and FlagEmbedding's distillation
+    use it):
+
+    ``L_KD = kd_weight * mean_i KL(softmax(t_i / tau_T) || softmax(Z_i / tau_S))``
+    where query i's list holds its 1+K candidates (``Z_h[i, :]``, ``t_h[i, :]``) and, where in-batch teacher scores
+    exist, the other queries' positives (``Z_ib[i, j]``, ``t_ib[i, j]``, j != i). Teacher scores are raw
+    ``t = l_yes - l_no`` (``teacher_scores``), not probabilities.
+
+    ``student_hard``/``teacher_hard_scores [B, 1+K]``; ``student_inbatch``/``teacher_inbatch_scores [B, B]``, or
+    ``teacher_inbatch_scores`` None or empty (scored without in-batch pairs): the 1+K candidates only.
+    """
+    if teacher_inbatch_scores is None:
+        teacher_inbatch_scores = teacher_hard_scores.new_zeros(0)
+    if teacher_inbatch_scores.numel() and student_inbatch is None:
+        raise ValueError("in-batch teacher scores need the student's in-batch logits")
+    return kd_weight * _listwise_kl(student_hard, teacher_hard_scores, student_inbatch, teacher_inbatch_scores,
+                                    tau_teacher, tau_student)
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights and temperatures of SPEC section 3 (defaults as there)."""
@@ -148,17 +215,24 @@ class LossWeights:
     tau_hard: float = 1.0
     scale: float = 1.0
     teacher_temperature: float = 1.0
+    kd_weight: float = 0.0
+    kd_teacher_temperature: float = 1.0
+    kd_student_temperature: float = 1.0
+    hard_weighting: str = "spec"
 
 
 def distillation_losses(student_inbatch: torch.Tensor, student_hard: torch.Tensor, student_features: torch.Tensor,
                         teacher_inbatch: torch.Tensor | None, teacher_hard: torch.Tensor,
                         teacher_feature_cosine: torch.Tensor, weights: LossWeights,
-                        inbatch_offset: int = 0) -> dict[str, torch.Tensor]:
-    """The weighted terms of ``L = L_CI + L_RI + L_FI`` by name (``LOSS_COMPONENTS``); they sum to ``L``.
+                        inbatch_offset: int = 0, teacher_hard_scores: torch.Tensor | None = None,
+                        teacher_inbatch_scores: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The weighted terms of ``L = L_CI + L_RI + L_FI (+ L_KD)`` by name (``LOSS_COMPONENTS``); they sum to ``L``.
 
     ``student_inbatch [B, N]`` holds every gathered positive (own block at ``inbatch_offset``); the pairwise rank
-    term uses the own ``[B, B]`` block, since ``teacher_inbatch`` only covers this batch. ``teacher_inbatch`` None
-    (batches scored without in-batch pairs) needs ``gamma = 0``; the pairwise term is then 0.
+    and listwise terms use the own ``[B, B]`` block, since the teacher's in-batch scores only cover this batch.
+    ``teacher_inbatch`` None (batches scored without in-batch pairs) needs ``gamma = 0``; the pairwise term is then
+    0. ``kd`` is 0 unless ``weights.kd_weight > 0``, which needs ``teacher_hard_scores`` (``t = l_yes - l_no``) and
+    takes ``teacher_inbatch_scores`` where they exist (see ``listwise_distillation_loss``).
     """
     rows = student_hard.shape[0]
     own_block = student_inbatch[:, inbatch_offset : inbatch_offset + rows]
@@ -168,12 +242,50 @@ def distillation_losses(student_inbatch: torch.Tensor, student_hard: torch.Tenso
         teacher_inbatch = torch.zeros_like(own_block)
     return {
         "ci_inbatch": _inbatch_contrastive(student_inbatch, weights.tau_inbatch, inbatch_offset),
-        "ci_hard": weights.alpha * _hard_contrastive(student_hard, teacher_hard, weights.tau_hard),
+        "ci_hard": weights.alpha * _hard_contrastive(student_hard, teacher_hard, weights.tau_hard,
+                                                     weights.hard_weighting),
         "ri_pearson": weights.beta * _pearson_rank(student_hard, teacher_hard),
         "ri_pairwise": weights.gamma * _pairwise_rank(student_hard, teacher_hard, own_block, teacher_inbatch,
                                                       weights.scale),
         "fi": weights.eta * _feature_imitation(student_features, teacher_feature_cosine),
+        "kd": _weighted_listwise(student_hard, own_block, weights, teacher_hard_scores, teacher_inbatch_scores),
     }
+
+
+def _weighted_listwise(student_hard: torch.Tensor, student_inbatch: torch.Tensor, weights: LossWeights,
+                       teacher_hard_scores: torch.Tensor | None,
+                       teacher_inbatch_scores: torch.Tensor | None) -> torch.Tensor:
+    """``kd_weight * L_KD``, or a constant 0 when ``kd_weight`` is 0."""
+    if weights.kd_weight == 0:
+        return torch.zeros((), device=student_hard.device)
+    if teacher_hard_scores is None:
+        raise ValueError("kd_weight > 0 needs the teacher's hard scores t = l_yes - l_no")
+    return listwise_distillation_loss(student_hard, teacher_hard_scores, student_inbatch, teacher_inbatch_scores,
+                                      kd_weight=weights.kd_weight, tau_teacher=weights.kd_teacher_temperature,
+                                      tau_student=weights.kd_student_temperature)
+
+
+def training_diagnostics(student_hard: torch.Tensor, student_inbatch: torch.Tensor,
+                         teacher_hard: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the student's logits do, by name (``DIAGNOSTICS``): mean and standard deviation (over all entries, no
+    Bessel correction) of ``Z_h`` and ``Z_ib``, and ``positive_weight_lowest_share`` (``lowest_positive_weight_share``
+    of the teacher probabilities ``S_h``): the rows where the SPEC hard term can fall without ranking anything."""
+    hard, inbatch = student_hard.detach().float(), student_inbatch.detach().float()
+    return {
+        "logits_hard_mean": hard.mean(), "logits_hard_std": hard.std(correction=0),
+        "logits_inbatch_mean": inbatch.mean(), "logits_inbatch_std": inbatch.std(correction=0),
+        "positive_weight_lowest_share": lowest_positive_weight_share(teacher_hard.detach()),
+    }
+
+
+def lowest_positive_weight_share(teacher_hard: torch.Tensor) -> torch.Tensor:
+    """Share of rows i with ``W[i, 0] < min_{k>=1} W[i, k]`` (``W[i, 0] = S_h[i, 0]``, ``W[i, k] = 1 - S_h[i, k]``).
+
+    In those rows the SPEC hard term ``-log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]`` falls towards 0 as all of the
+    row's logits fall together, ordering nothing. ``teacher_hard [B, 1+K]`` probabilities -> a float32 scalar.
+    """
+    weights = _hard_weights(teacher_hard)
+    return (weights[:, 0] < weights[:, 1:].min(dim=1).values).float().mean()
 
 
 # ====================================================================== several processes
@@ -241,6 +353,14 @@ class D2LLMTrainingArguments(TrainingArguments):
     rank_scale: float = field(default=1.0, metadata={"help": "c, the divisor of the pairwise rank margins."})
     teacher_temperature: float = field(
         default=1.0, metadata={"help": "tau_T of s = softmax([l_yes, l_no] / tau_T)[0]."})
+    kd_weight: float = field(default=0.0, metadata={
+        "help": "Weight of listwise distillation KL(softmax(t / tau_T) || softmax(Z / tau_S)), t = l_yes - l_no "
+                "(beyond the paper; 0: off, the SPEC loss)."})
+    kd_teacher_temperature: float = field(default=1.0, metadata={"help": "tau_T of the listwise distillation term."})
+    kd_student_temperature: float = field(default=1.0, metadata={"help": "tau_S of the listwise distillation term."})
+    hard_weighting: str = field(default="spec", metadata={
+        "help": "spec (softmax of W * Z_h / tau_hard, as SPEC writes it) or log_prior (softmax of "
+                "Z_h / tau_hard + log W: unchanged when all of a query's logits move together)."})
     bi_encoder_temperature: float = field(default=0.05, metadata={
         "help": "objective bi-encoder: temperature of its InfoNCE and AnglE terms."})
     ibn_weight: float = field(default=1.0, metadata={"help": "objective bi-encoder: weight of in-batch InfoNCE."})
@@ -290,13 +410,16 @@ class D2LLMTrainingArguments(TrainingArguments):
             raise ValueError(f"head_warmup_states must be one of {STATES_CHOICES}, got {self.head_warmup_states!r}")
         if self.head_warmup_dtype not in DTYPE_CHOICES:
             raise ValueError(f"head_warmup_dtype must be one of {DTYPE_CHOICES}, got {self.head_warmup_dtype!r}")
-        for name in ("alpha", "beta", "gamma", "eta", "ibn_weight", "angle_weight", "cosine_weight",
+        for name in ("alpha", "beta", "gamma", "eta", "kd_weight", "ibn_weight", "angle_weight", "cosine_weight",
                      "head_warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("tau_inbatch", "tau_hard", "rank_scale", "teacher_temperature", "bi_encoder_temperature"):
+        for name in ("tau_inbatch", "tau_hard", "rank_scale", "teacher_temperature", "kd_teacher_temperature",
+                     "kd_student_temperature", "bi_encoder_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.hard_weighting not in HARD_WEIGHTINGS:
+            raise ValueError(f"hard_weighting must be one of {HARD_WEIGHTINGS}, got {self.hard_weighting!r}")
 
     @property
     def bi_encoder_loss_weights(self) -> dict[str, float]:
@@ -308,7 +431,9 @@ class D2LLMTrainingArguments(TrainingArguments):
     def loss_weights(self) -> LossWeights:
         return LossWeights(alpha=self.alpha, beta=self.beta, gamma=self.gamma, eta=self.eta,
                            tau_inbatch=self.tau_inbatch, tau_hard=self.tau_hard, scale=self.rank_scale,
-                           teacher_temperature=self.teacher_temperature)
+                           teacher_temperature=self.teacher_temperature, kd_weight=self.kd_weight,
+                           kd_teacher_temperature=self.kd_teacher_temperature,
+                           kd_student_temperature=self.kd_student_temperature, hard_weighting=self.hard_weighting)
 
 
 class ScoredBatchTrainer(Trainer):
@@ -335,6 +460,7 @@ class ScoredBatchTrainer(Trainer):
 
     # ------------------------------------------------------------------ logging
     def _record(self, losses: dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        """Add one step's logged terms (loss terms, and any diagnostics among them) and ``total``."""
         for name, value in {**losses, "total": total}.items():
             self._loss_sums[name] = self._loss_sums[name] + value.detach().float()
         self._loss_steps += 1
@@ -375,13 +501,14 @@ class ScoredBatchTrainer(Trainer):
 
 
 class D2LLMTrainer(ScoredBatchTrainer):
-    """Distils teacher-scored fixed batches into a ``D2LLMModel`` with ``L = L_CI + L_RI + L_FI``.
+    """Distils teacher-scored fixed batches into a ``D2LLMModel`` with ``L = L_CI + L_RI + L_FI (+ L_KD)``.
 
     Each device step encodes one stored batch's queries, positives and negatives in one forward, scores
     ``Z_ib`` (against the positives of every process, gathered with gradients) and ``Z_h`` with the IEM, and logs
-    every weighted term (``ci_inbatch``, ``ci_hard``, ``ri_pearson``, ``ri_pairwise``, ``fi``) and ``total`` next
-    to the Trainer's ``loss``. Training data is validated before anything is written; ``batch_size`` and
-    ``num_negatives`` are the configured B and K (``None``: taken from the first stored batch).
+    every weighted term (``ci_inbatch``, ``ci_hard``, ``ri_pearson``, ``ri_pairwise``, ``fi``, ``kd``) and ``total``
+    next to the Trainer's ``loss``, and the ``DIAGNOSTICS`` of ``training_diagnostics``. Training data is validated
+    before anything is written; ``batch_size`` and ``num_negatives`` are the configured B and K (``None``: taken
+    from the first stored batch).
     Checkpoints hold the merged model and, with LoRA, ``TRAINABLE_STATE_FILE``, from which training resumes.
     """
 
@@ -412,7 +539,7 @@ class D2LLMTrainer(ScoredBatchTrainer):
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
-        """``L = L_CI + L_RI + L_FI`` of one stored batch (see ``distillation_losses``)."""
+        """``L = L_CI + L_RI + L_FI (+ L_KD)`` of one stored batch (see ``distillation_losses``)."""
         student = self.accelerator.unwrap_model(model)
         self._shard_aware_scoring(student)
         task = student.config.task_names[int(inputs["task_id"])]
@@ -428,15 +555,16 @@ class D2LLMTrainer(ScoredBatchTrainer):
         student_hard, branch_features = student.score(queries[:, None, :],
                                                       torch.cat([positives[:, None, :], negatives], dim=1), task)
         weights = self.args.loss_weights
+        teacher_hard = teacher_probabilities(hard_logits, weights.teacher_temperature)
         inbatch_logits = inputs["teacher_inbatch_logits"]
         losses = distillation_losses(
             student_inbatch, student_hard, branch_features,
             teacher_probabilities(inbatch_logits, weights.teacher_temperature) if inbatch_logits.numel() else None,
-            teacher_probabilities(hard_logits, weights.teacher_temperature),
-            inputs["teacher_feature_cosine"], weights, inbatch_offset=offset)
+            teacher_hard, inputs["teacher_feature_cosine"], weights, inbatch_offset=offset,
+            teacher_hard_scores=teacher_scores(hard_logits), teacher_inbatch_scores=teacher_scores(inbatch_logits))
         loss = torch.stack(list(losses.values())).sum()
         if model.training:
-            self._record(losses, loss)
+            self._record({**losses, **training_diagnostics(student_hard, student_inbatch, teacher_hard)}, loss)
             self._tasks_since_step.add(task)
             loss = loss + self._idle_branch_anchor(student, task)
         outputs = {"student_inbatch": student_inbatch, "student_hard": student_hard, **losses}
@@ -567,10 +695,12 @@ def render_model_card(model: D2LLMModel, args: D2LLMTrainingArguments, log_histo
         *([f"- B = {fixed_batch_shape[0]} queries per batch, K = {fixed_batch_shape[1]} hard negatives per query"]
           if fixed_batch_shape else []),
         "",
-        "## Loss (SPEC section 3: L = L_CI + L_RI + L_FI, means over terms)",
+        "## Loss (SPEC section 3: L = L_CI + L_RI + L_FI (+ L_KD), means over terms)",
         f"- alpha = {weights.alpha}, beta = {weights.beta}, gamma = {weights.gamma}, eta = {weights.eta}",
         f"- tau_inbatch = {weights.tau_inbatch}, tau_hard = {weights.tau_hard}, c = {weights.scale}, "
-        f"tau_T = {weights.teacher_temperature}",
+        f"tau_T = {weights.teacher_temperature}, hard weighting {weights.hard_weighting}",
+        f"- listwise distillation (beyond the paper): kd_weight = {weights.kd_weight}, "
+        f"tau_T = {weights.kd_teacher_temperature}, tau_S = {weights.kd_student_temperature}",
         f"- learning rates: backbone {args.learning_rate}, PMA/IEM {args.head_learning_rate or args.learning_rate}; "
         f"epochs {args.num_train_epochs}, max steps {args.max_steps}, seed {args.seed}",
     ]

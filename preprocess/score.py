@@ -226,7 +226,56 @@ def score_dataset(
     _write_atomically(merged, output, extra={RUN_FILE: json.dumps(record, indent=2)})
     shutil.rmtree(work)
     logger.info("%d scored batches -> %s", len(merged), output)
-    return load_from_disk(str(output))
+    scored = load_from_disk(str(output))
+    report_teacher_separation(scored, output)
+    return scored
+
+
+# ---------------------------------------------------------------------- teacher separation report
+SEPARATION_KEY = "teacher_separation"
+SEPARATION_THRESHOLD = 0.1  # mean p(yes) on positives minus on hard negatives below this: little to teach
+
+
+def teacher_separation(scored: Dataset) -> dict[str, float | None]:
+    """The teacher's mean ``p(yes) = softmax([l_yes, l_no])[0]`` (temperature 1) over every pair of ``scored``:
+    positives (``teacher_hard_logits[i][0]``), hard negatives (``[i][k >= 1]``) and off-diagonal in-batch pairs
+    (``teacher_inbatch_logits[i][j]``, j != i; None when no batch holds in-batch scores)."""
+    sums = {"positives": 0.0, "hard_negatives": 0.0, "inbatch": 0.0}
+    counts = dict.fromkeys(sums, 0)
+    for row in scored.select_columns(["teacher_hard_logits", "teacher_inbatch_logits"]):
+        hard = torch.tensor(row["teacher_hard_logits"], dtype=torch.float32)
+        yes = torch.sigmoid(hard[..., 0] - hard[..., 1])
+        parts = {"positives": yes[:, 0], "hard_negatives": yes[:, 1:]}
+        if row["teacher_inbatch_logits"]:
+            inbatch = torch.tensor(row["teacher_inbatch_logits"], dtype=torch.float32)
+            off_diagonal = ~torch.eye(inbatch.shape[0], dtype=torch.bool)
+            parts["inbatch"] = torch.sigmoid(inbatch[..., 0] - inbatch[..., 1])[off_diagonal]
+        for name, values in parts.items():
+            sums[name] += float(values.sum())
+            counts[name] += values.numel()
+    return {f"mean_p_yes_{name}": sums[name] / counts[name] if counts[name] else None for name in sums}
+
+
+def report_teacher_separation(scored: Dataset, output: Path) -> dict[str, float | None]:
+    """Log ``teacher_separation`` of the finished ``scored`` dataset, warn when positives are not at least
+    ``SEPARATION_THRESHOLD`` above hard negatives, and record it under ``SEPARATION_KEY`` in ``output/RUN_FILE``."""
+    separation = teacher_separation(scored)
+    inbatch = separation["mean_p_yes_inbatch"]
+    logger.info("teacher mean p(yes): positives %.3f, hard negatives %.3f, in-batch pairs %s",
+                separation["mean_p_yes_positives"], separation["mean_p_yes_hard_negatives"],
+                "absent (not scored)" if inbatch is None else f"{inbatch:.3f}")
+    gap = separation["mean_p_yes_positives"] - separation["mean_p_yes_hard_negatives"]
+    if gap < SEPARATION_THRESHOLD:
+        logger.warning("the teacher's mean p(yes) on positives is only %.3f above hard negatives (< %.2f): this "
+                       "teacher has little to teach; adapt it or check its prompts before distilling",
+                       gap, SEPARATION_THRESHOLD)
+    run_file = output / RUN_FILE
+    run = json.loads(run_file.read_text()) if run_file.exists() else {}
+    run[SEPARATION_KEY] = {**separation, "threshold": SEPARATION_THRESHOLD}
+    temporary = run_file.with_name(f"{RUN_FILE}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(run))
+    os.replace(temporary, run_file)
+    return separation
 
 
 def _batch_row(rows: Sequence[dict], batch_id: int, members: Sequence[int]) -> dict:

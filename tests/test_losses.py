@@ -13,8 +13,11 @@ from trainer_d2llm import (
     contrastive_imitation_loss,
     distillation_losses,
     feature_imitation_loss,
+    listwise_distillation_loss,
+    lowest_positive_weight_share,
     rank_imitation_loss,
     teacher_probabilities,
+    teacher_scores,
 )
 
 
@@ -32,6 +35,32 @@ def loop_contrastive(z_ib, z_h, s_h, alpha=1.0, tau_ib=1.0, tau_h=1.0, offset=0)
         weighted = [(s_h[i][k] if k == 0 else 1.0 - s_h[i][k]) * z_h[i][k] / tau_h for k in range(len(z_h[i]))]
         hard += -_log_softmax_at(weighted, 0)
     return inbatch + alpha * hard / rows
+
+
+def loop_contrastive_log_prior(z_h, s_h, tau_h=1.0) -> float:
+    total = 0.0
+    for i in range(len(z_h)):
+        weights = [s_h[i][k] if k == 0 else 1.0 - s_h[i][k] for k in range(len(z_h[i]))]
+        total += -_log_softmax_at([z / tau_h + math.log(w) for z, w in zip(z_h[i], weights)], 0)
+    return total / len(z_h)
+
+
+def loop_listwise(z_h, t_h, z_ib=None, t_ib=None, kd=1.0, tau_t=1.0, tau_s=1.0) -> float:
+    rows, total = len(z_h), 0.0
+    for i in range(rows):
+        student, teacher = list(z_h[i]), list(t_h[i])
+        if t_ib:
+            student += [z_ib[i][j] for j in range(rows) if j != i]
+            teacher += [t_ib[i][j] for j in range(rows) if j != i]
+        for n in range(len(student)):
+            log_p = _log_softmax_at([t / tau_t for t in teacher], n)
+            total += math.exp(log_p) * (log_p - _log_softmax_at([z / tau_s for z in student], n))
+    return kd * total / rows
+
+
+def loop_lowest_positive_weight_share(s_h) -> float:
+    lowest = sum(1 for row in s_h if row[0] < min(1.0 - s for s in row[1:]))
+    return lowest / len(s_h)
 
 
 def _pearson(x: list[float], y: list[float]) -> float:
@@ -207,3 +236,99 @@ def test_pairwise_rank_term_reads_the_own_block_of_gathered_positives():
     assert wide["ri_pairwise"].item() == pytest.approx(local["ri_pairwise"].item())
     assert wide["ci_inbatch"].item() == pytest.approx(
         loop_contrastive(gathered.tolist(), z_h.tolist(), s_h.tolist(), alpha=0.0, offset=3))
+
+
+# ---------------------------------------------------------------------- beyond SPEC: listwise distillation
+@pytest.mark.parametrize("seed,rows,negatives", [(0, 4, 3), (1, 2, 1), (2, 5, 6), (3, 1, 2)])
+@pytest.mark.parametrize("kd,tau_t,tau_s", [(1.0, 1.0, 1.0), (0.3, 2.0, 0.05)])
+def test_listwise_distillation_matches_loop_with_inbatch_positives(seed, rows, negatives, kd, tau_t, tau_s):
+    z_ib, z_h, *_ = _random_case(seed, rows, negatives)
+    generator = torch.Generator().manual_seed(100 + seed)
+    t_h = torch.randn(rows, 1 + negatives, generator=generator, dtype=torch.float64) * 4
+    t_ib = torch.randn(rows, rows, generator=generator, dtype=torch.float64) * 4
+    got = listwise_distillation_loss(z_h, t_h, z_ib, t_ib, kd_weight=kd, tau_teacher=tau_t, tau_student=tau_s)
+    want = loop_listwise(z_h.tolist(), t_h.tolist(), z_ib.tolist(), t_ib.tolist(), kd, tau_t, tau_s)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_listwise_distillation_without_inbatch_scores_uses_only_the_hard_candidates():
+    z_ib, z_h, *_ = _random_case(7, rows=4, negatives=3)
+    t_h = torch.randn(4, 4, dtype=torch.float64)
+    want = loop_listwise(z_h.tolist(), t_h.tolist())
+    empty = torch.zeros(0)  # a row scored without in-batch pairs: teacher_inbatch_logits == []
+    assert teacher_scores(empty).shape == (0,)
+    assert listwise_distillation_loss(z_h, t_h, z_ib, teacher_scores(empty)).item() == pytest.approx(want, rel=1e-6)
+    assert listwise_distillation_loss(z_h, t_h).item() == pytest.approx(want, rel=1e-6)
+    with_inbatch = listwise_distillation_loss(z_h, t_h, z_ib, torch.randn(4, 4, dtype=torch.float64))
+    assert with_inbatch.item() != pytest.approx(want, rel=1e-3)  # the in-batch positives do change the lists
+
+
+def test_listwise_distillation_is_zero_when_student_matches_teacher_and_shift_invariant():
+    t_h = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, -3.0]])
+    t_ib = torch.tensor([[2.0, -4.0], [1.5, 0.0]])
+    assert listwise_distillation_loss(t_h + 7.0, t_h, t_ib + 7.0, t_ib).item() == pytest.approx(0.0, abs=1e-6)
+    assert listwise_distillation_loss(-t_h, t_h, -t_ib, t_ib).item() > 0.5
+
+
+def test_teacher_scores_are_yes_minus_no_logits():
+    logits = torch.tensor([[[2.0, -1.0], [0.5, 0.5]]])
+    assert torch.equal(teacher_scores(logits), torch.tensor([[3.0, 0.0]]))
+    with pytest.raises(ValueError, match="size 2"):
+        teacher_scores(torch.zeros(2, 3))
+
+
+def test_kd_component_is_zero_by_default_and_its_weighted_term_when_on():
+    z_ib, z_h, s_h, s_ib, features, c_t = _random_case(8)
+    assert distillation_losses(z_ib, z_h, features, s_ib, s_h, c_t, LossWeights())["kd"].item() == 0.0
+    t_h, t_ib = torch.randn_like(z_h), torch.randn_like(z_ib)
+    weights = LossWeights(kd_weight=0.4, kd_teacher_temperature=0.5, kd_student_temperature=2.0)
+    gathered = torch.cat([torch.randn_like(z_ib), z_ib], 1)  # second of two processes: own block at offset 4
+    got = distillation_losses(gathered, z_h, features, s_ib, s_h, c_t, weights, inbatch_offset=4,
+                              teacher_hard_scores=t_h, teacher_inbatch_scores=t_ib)["kd"]
+    want = loop_listwise(z_h.tolist(), t_h.tolist(), z_ib.tolist(), t_ib.tolist(), 0.4, 0.5, 2.0)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="teacher's hard scores"):
+        distillation_losses(z_ib, z_h, features, s_ib, s_h, c_t, weights)
+
+
+# ---------------------------------------------------------------------- the hard term's weights
+@pytest.mark.parametrize("seed,rows,negatives", [(0, 4, 3), (1, 2, 1), (2, 6, 5)])
+def test_lowest_positive_weight_share_matches_loop(seed, rows, negatives):
+    s_h = _random_case(seed, rows, negatives)[2]
+    assert lowest_positive_weight_share(s_h).item() == pytest.approx(loop_lowest_positive_weight_share(s_h.tolist()))
+
+
+def test_lowest_positive_weight_share_hand_computed():
+    # W rows: [0.3, 0.9, 0.8] (0.3 < 0.8: counted), [0.9, 0.2, 0.5] (not), [0.5, 0.5, 0.6] (0.5 = 0.5: not strict)
+    s_h = torch.tensor([[0.3, 0.1, 0.2], [0.9, 0.8, 0.5], [0.5, 0.5, 0.4]])
+    assert lowest_positive_weight_share(s_h).item() == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("seed,rows,negatives", [(0, 4, 3), (1, 2, 1), (2, 6, 5)])
+def test_log_prior_hard_weighting_matches_loop(seed, rows, negatives):
+    z_ib, z_h, s_h, *_ = _random_case(seed, rows, negatives)
+    got = contrastive_imitation_loss(z_ib, z_h, s_h, alpha=1.0, tau_hard=0.5, hard_weighting="log_prior")
+    want = loop_contrastive(z_ib.tolist(), z_h.tolist(), s_h.tolist(), alpha=0.0) + loop_contrastive_log_prior(
+        z_h.tolist(), s_h.tolist(), tau_h=0.5)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_spec_hard_term_falls_when_a_row_sinks_but_log_prior_does_not():
+    # the positive's weight is the row's smallest: W = [0.4, 0.9, 0.8]
+    z_ib = torch.zeros(1, 1)
+    z_h = torch.tensor([[0.0, 0.5, -0.5]])
+    s_h = torch.tensor([[0.4, 0.1, 0.2]])
+    assert lowest_positive_weight_share(s_h).item() == 1.0
+    for weighting, falls in (("spec", True), ("log_prior", False)):
+        before = contrastive_imitation_loss(z_ib, z_h, s_h, hard_weighting=weighting).item()
+        sunk = contrastive_imitation_loss(z_ib, z_h - 20.0, s_h, hard_weighting=weighting).item()
+        if falls:
+            assert sunk < 0.01 < before  # ranks nothing, yet the SPEC term almost vanishes
+        else:
+            assert sunk == pytest.approx(before, rel=1e-6)
+
+
+def test_unknown_hard_weighting_is_refused():
+    z_ib, z_h, s_h, *_ = _random_case(0)
+    with pytest.raises(ValueError, match="hard weighting must be one of"):
+        contrastive_imitation_loss(z_ib, z_h, s_h, hard_weighting="normalised")

@@ -11,15 +11,18 @@ from data_collator import D2LLMDataCollator, FixedBatchSampler, ScoredBatchError
 from scored_fixture import scored_dataset, scored_rows, tiny_student, to_dataset
 from tiny import tiny_tokenizer
 from trainer_d2llm import (
+    DIAGNOSTICS,
     LOSS_COMPONENTS,
     TRAINABLE_STATE_FILE,
     D2LLMTrainer,
     D2LLMTrainingArguments,
     contrastive_imitation_loss,
     feature_imitation_loss,
+    listwise_distillation_loss,
     load_trainable_state,
     rank_imitation_loss,
     teacher_probabilities,
+    teacher_scores,
 )
 
 TASKS = ["symmetric", "asymmetric"]
@@ -154,20 +157,34 @@ def _one_batch(trainer: D2LLMTrainer, row) -> dict[str, torch.Tensor]:
     return trainer._prepare_inputs(trainer.data_collator([row]))
 
 
-def test_compute_loss_is_the_sum_of_the_three_spec_losses(tmp_path):
+@torch.no_grad()
+def _student_logits(model, inputs, size: int = 4, negatives: int = 3, task: str = "symmetric"):
+    """``Z_ib [B, B]``, ``Z_h [B, 1+K]`` and the branch vectors ``y_S`` of one collated batch, computed by hand."""
+    embeddings = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).embeddings
+    q, p = embeddings[:size], embeddings[size : 2 * size]
+    n = embeddings[2 * size :].view(size, negatives, -1)
+    z_h, y_s = model.score(q[:, None], torch.cat([p[:, None], n], 1), task)
+    return model.similarity(q, p, task), z_h, y_s
+
+
+def _loss_with_hand_logits(tmp_path, **overrides):
+    """``compute_loss`` of one fixture batch (B = 4, K = 3) in eval mode, with ``Z_ib``, ``Z_h``, ``y_S`` and the
+    inputs to recompute it by hand."""
     model = tiny_student()
     dataset = scored_dataset(num_batches=1, batch_size=4, num_negatives=3)
-    args = _args(tmp_path, alpha=0.5, beta=0.7, gamma=0.3, eta=0.2, tau_inbatch=0.5, tau_hard=0.25,
-                 rank_scale=0.5, teacher_temperature=2.0)
-    trainer = D2LLMTrainer(model, args, train_dataset=dataset)
+    trainer = D2LLMTrainer(model, _args(tmp_path, **overrides), train_dataset=dataset)
     inputs = _one_batch(trainer, dataset[0])
     model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(model, inputs)
-        embeddings = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).embeddings
-        q, p, n = embeddings[:4], embeddings[4:8], embeddings[8:].view(4, 3, -1)
-        z_ib = model.similarity(q, p, "symmetric")
-        z_h, y_s = model.score(q[:, None], torch.cat([p[:, None], n], 1), "symmetric")
+    return (loss, *_student_logits(model, inputs), inputs)
+
+
+def test_compute_loss_is_the_sum_of_the_three_spec_losses(tmp_path):
+    loss, z_ib, z_h, y_s, inputs = _loss_with_hand_logits(
+        tmp_path, alpha=0.5, beta=0.7, gamma=0.3, eta=0.2, tau_inbatch=0.5, tau_hard=0.25, rank_scale=0.5,
+        teacher_temperature=2.0)
+    with torch.no_grad():
         s_h = teacher_probabilities(inputs["teacher_hard_logits"], 2.0)
         s_ib = teacher_probabilities(inputs["teacher_inbatch_logits"], 2.0)
         expected = (contrastive_imitation_loss(z_ib, z_h, s_h, alpha=0.5, tau_inbatch=0.5, tau_hard=0.25)
@@ -218,6 +235,74 @@ def test_training_logs_every_loss_component_next_to_the_total(tmp_path):
         assert set(LOSS_COMPONENTS) | {"total", "loss"} <= set(entry)
         assert sum(entry[name] for name in LOSS_COMPONENTS) == pytest.approx(entry["total"], rel=1e-5)
         assert entry["loss"] == pytest.approx(entry["total"], rel=1e-4)
+
+
+def test_compute_loss_adds_listwise_distillation_and_log_prior_weighting_when_asked(tmp_path):
+    loss, z_ib, z_h, y_s, inputs = _loss_with_hand_logits(
+        tmp_path, kd_weight=0.5, kd_teacher_temperature=2.0, kd_student_temperature=0.5, hard_weighting="log_prior",
+        teacher_temperature=1.5)
+    with torch.no_grad():
+        s_h = teacher_probabilities(inputs["teacher_hard_logits"], 1.5)
+        s_ib = teacher_probabilities(inputs["teacher_inbatch_logits"], 1.5)
+        expected = (contrastive_imitation_loss(z_ib, z_h, s_h, hard_weighting="log_prior")
+                    + rank_imitation_loss(z_h, s_h, z_ib, s_ib)
+                    + feature_imitation_loss(y_s, inputs["teacher_feature_cosine"])
+                    + listwise_distillation_loss(z_h, teacher_scores(inputs["teacher_hard_logits"]), z_ib,
+                                                 teacher_scores(inputs["teacher_inbatch_logits"]), kd_weight=0.5,
+                                                 tau_teacher=2.0, tau_student=0.5))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_training_logs_the_kd_term_and_the_card_names_its_settings(tmp_path):
+    trainer = D2LLMTrainer(tiny_student(), _args(tmp_path, max_steps=2, kd_weight=0.5),
+                           train_dataset=scored_dataset(num_batches=2))
+    trainer.train()
+    for entry in _step_losses(trainer).values():
+        assert entry["kd"] > 0
+        assert sum(entry[name] for name in LOSS_COMPONENTS) == pytest.approx(entry["total"], rel=1e-5)
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert "kd_weight = 0.5" in card and "hard weighting spec" in card and "| kd |" in card
+
+
+def test_training_logs_logit_diagnostics_of_the_batch_trained_on(tmp_path):
+    dataset = scored_dataset(num_batches=1, batch_size=4, num_negatives=3)
+    reference = tiny_student()  # the same initial weights as the trained one (seed 0)
+    trainer = D2LLMTrainer(tiny_student(), _args(tmp_path, max_steps=2), train_dataset=dataset)
+    z_ib, z_h, _ = _student_logits(reference, _one_batch(trainer, dataset[0]))
+    trainer.train()
+    logged = _step_losses(trainer)
+    first, second = logged[1], logged[2]
+    assert set(DIAGNOSTICS) <= set(first) and set(DIAGNOSTICS) <= set(second)
+    assert first["logits_hard_mean"] == pytest.approx(z_h.mean().item(), rel=1e-4)
+    assert first["logits_hard_std"] == pytest.approx(z_h.std(correction=0).item(), rel=1e-4)
+    assert first["logits_inbatch_mean"] == pytest.approx(z_ib.mean().item(), rel=1e-4)
+    assert first["logits_inbatch_std"] == pytest.approx(z_ib.std(correction=0).item(), rel=1e-4)
+    assert first["logits_hard_mean"] < 0 < first["logits_hard_std"]  # distance start: negative, spread out
+    weights = [[s if k == 0 else 1 - s for k, s in enumerate(row)]
+               for row in teacher_probabilities(torch.tensor(dataset[0]["teacher_hard_logits"])).tolist()]
+    share = sum(row[0] < min(row[1:]) for row in weights) / len(weights)
+    assert first["positive_weight_lowest_share"] == pytest.approx(share) == second["positive_weight_lowest_share"]
+    assert second["logits_hard_mean"] != first["logits_hard_mean"]  # step 2 reads the updated student
+
+
+def test_train_py_options_reach_the_loss_weights(tmp_path):
+    import train
+
+    _, _, args = train.parse_arguments(["--train_dataset", "x", "--output_dir", str(tmp_path), "--use_cpu", "true",
+                                        "--kd_weight", "0.5", "--kd_teacher_temperature", "2",
+                                        "--kd_student_temperature", "0.1", "--hard_weighting", "log_prior"])
+    weights = args.loss_weights
+    assert (weights.kd_weight, weights.kd_teacher_temperature, weights.kd_student_temperature,
+            weights.hard_weighting) == (0.5, 2.0, 0.1, "log_prior")
+    _, _, defaults = train.parse_arguments(["--train_dataset", "x", "--output_dir", str(tmp_path), "--use_cpu", "true"])
+    assert (defaults.loss_weights.kd_weight, defaults.loss_weights.hard_weighting) == (0.0, "spec")
+    with pytest.raises(ValueError, match="kd_weight must be >= 0"):
+        _args(tmp_path, kd_weight=-1.0)
+    with pytest.raises(ValueError, match="kd_student_temperature must be > 0"):
+        _args(tmp_path, kd_student_temperature=0.0)
+    with pytest.raises(ValueError, match="hard_weighting must be one of"):
+        _args(tmp_path, hard_weighting="centred")
 
 
 # ---------------------------------------------------------------------- checkpoints
