@@ -13,8 +13,9 @@ same logged terms; training then continues end to end (LoRA and heads) as withou
   parameters needs a gradient). For large backbones, where the cache would not fit (7B: d = 4096, so 10,000 texts of
   200 tokens are 16 GB).
 
-Resuming: when the warm-up finishes, the heads are written to ``OUTPUT/head_warmup/heads.safetensors`` (temporary
-file, then rename); a later run with that file skips the warm-up and loads it. A warm-up killed before the end is
+Resuming: when the warm-up finishes, the heads are written to ``OUTPUT/_head_warmup/heads.safetensors``
+(temporary file, then rename); a later run with that file skips the warm-up and loads it. The folder's leading
+underscore keeps it (and the cache inside it) out of ``push_to_hub`` uploads. A warm-up killed before the end is
 run again (the cache keeps its finished pieces). The warm-up's optimizer state is not carried into the end-to-end
 phase, which starts AdamW afresh.
 """
@@ -38,7 +39,7 @@ from token_state_cache import TokenStateCache, build_cache, collator_texts
 
 logger = logging.getLogger(__name__)
 
-WARMUP_DIR = "head_warmup"
+WARMUP_DIR = "_head_warmup"  # "_*" folders stay out of push_to_hub uploads
 HEADS_FILE = "heads.safetensors"
 LOG_FILE = "log_history.json"
 STATES_CHOICES = ("cache", "recompute")

@@ -374,7 +374,7 @@ class D2LLMTrainingArguments(TrainingArguments):
         "help": "cache: backbone token states cached on disk once (small and mid-size backbones); recompute: the "
                 "frozen backbone runs forward every warm-up step, no backward (large backbones)."})
     head_warmup_cache_dir: str | None = field(default=None, metadata={
-        "help": "Folder of the token-state cache (default: OUTPUT_DIR/head_warmup/token_states)."})
+        "help": "Folder of the token-state cache (default: OUTPUT_DIR/_head_warmup/token_states)."})
     head_warmup_dtype: str = field(default="auto", metadata={
         "help": "Dtype of the caching pass: auto (bfloat16 where the hardware is fast at it), float32, bfloat16."})
     auto_bf16: bool = field(

@@ -21,13 +21,14 @@ one epoch, one with each prompt; STS-B test Spearman of each.
 Every stage's result is kept in ``WORK/results/*.json``: a killed run resumes with the stages not yet measured.
 
     python benchmarks/bench_throughput.py [--work outputs/bench_throughput] [--report docs/throughput.md]
-        [--batches 32] [--adapter LORA] [--adapt-pairs 2400] [--warmup-queries 2000] [--threads 2]
+        [--batches 32] [--adapter LORA] [--adapt-pairs 1200] [--warmup-queries 2000] [--threads 2] [--lock FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -69,13 +70,21 @@ class StepTimer(TrainerCallback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+LOCK: list[str] = []  # --lock FILE: held (flock) while a stage is measured
+
+
 def measured(work: Path, name: str, measure: Callable[[], dict]) -> dict:
     """``measure()``'s result, kept in ``WORK/results/NAME.json`` (a finished stage is never measured again)."""
+    import fcntl
+
     path = work / "results" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     print(f"[{name}] measuring", flush=True)
-    result = measure()
+    with open(LOCK[0] if LOCK else os.devnull, "a") as lock:
+        if LOCK:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        result = measure()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".tmp").write_text(json.dumps(result, indent=2))
     path.with_suffix(".tmp").rename(path)
@@ -252,9 +261,12 @@ def main() -> None:
     parser.add_argument("--adapt-pairs", type=int, default=1200, help="0: skip the short-prompt quality rows")
     parser.add_argument("--adapt-lr", type=float, default=5e-4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lock", help="hold an exclusive flock on this file while each stage is measured (to share "
+                                       "a machine with other benchmark jobs without overlapping them)")
     parser.add_argument("--warmup-child", help=argparse.SUPPRESS)  # SCORED: run the at-scale warm-up and print JSON
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    LOCK.extend([args.lock] if args.lock else [])
     work = Path(args.work)
     if args.warmup_child:
         print(json.dumps(warmup_epoch(work, args.warmup_child, work / "cache_scale")))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from scored_fixture import scored_dataset, tiny_student
-from test_train_cli import _config
+from test_train_cli import LocalHub, _config
 
 import token_state_cache
 import train
@@ -127,3 +127,16 @@ def test_train_py_warms_the_heads_up_then_trains_end_to_end_and_a_rerun_reuses_t
     assert not (tmp_path / "recompute" / WARMUP_DIR / "token_states").exists()
     assert recompute_log[0]["total"] == pytest.approx(warmup_log[0]["total"], rel=2e-3)
     assert recompute.state.global_step == 2
+
+
+def test_push_to_hub_leaves_the_warmup_folder_and_its_cache_out(tmp_path, backbone, scored, monkeypatch):
+    import transformers.trainer
+
+    hub = LocalHub(tmp_path / "hub")
+    monkeypatch.setattr(transformers.trainer, "hf_api", lambda: hub)
+    train.main([_config(tmp_path, backbone, scored, head_warmup_epochs=1, max_steps=1), "--push_to_hub", "true",
+                "--hub_model_id", "someone/warm"])
+    assert (tmp_path / "out" / WARMUP_DIR / HEADS_FILE).is_file()
+    repo = tmp_path / "hub" / "someone" / "warm"
+    assert (repo / "model.safetensors").is_file() and not list(repo.rglob("*token_states*"))
+    assert not (repo / WARMUP_DIR).exists()

@@ -83,7 +83,7 @@ def test_two_processes_give_the_loss_and_gradients_of_one_process_with_the_whole
 def test_head_warmup_under_two_processes_trains_the_heads_of_one_process_with_the_whole_batch(tmp_path):
     """Each process caches the token states of its share of the texts and reads the whole cache."""
     _one_and_two_processes(tmp_path, head_warmup_epochs=1)
-    heads_one, heads_two = (load_file(tmp_path / run / "out" / "head_warmup" / "heads.safetensors")
+    heads_one, heads_two = (load_file(tmp_path / run / "out" / "_head_warmup" / "heads.safetensors")
                             for run in ("one", "two"))
     trained = load_file(tmp_path / "one" / "out" / "checkpoint-1" / TRAINABLE_STATE_FILE)  # after end to end
     assert heads_one.keys() == heads_two.keys() and heads_one
