@@ -1,5 +1,5 @@
 """Evaluate any scorer (D2LLM checkpoint, teacher cross-encoder, bi-encoder) on STS, pair classification and
-BEIR retrieval, through one code path (SPEC section 5).
+BEIR retrieval, through one code path (docs/method.md, section 5).
 
     python evaluate.py --model PATH [--sts FILE] [--pairs FILE] [--beir DIR --split test] [--output results.json]
 

@@ -3,7 +3,7 @@
 Fresh D2LLM students on the embedded SmolLM2 (distance-initialised IEM, no training), all in one run, on the
 quality benchmark's seeded STS-B and SciFact slices (``bench_quality.evaluation_jobs``):
 * mean pooling (the baseline of the ratios);
-* PMA, ``pma_init normal`` (small random weights: SPEC's PMA as the Set Transformer starts it);
+* PMA, ``pma_init normal`` (small random weights: the paper's PMA as the Set Transformer starts it);
 * PMA, ``pma_init mean`` (starts as the layer-normed masked mean).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_fresh_pooling.py [--backbone FOLDER] [--tasks sts scifact]

@@ -1,4 +1,4 @@
-"""Quality benchmark (issue 5): the adapted teacher, the D2LLM student and its ablations, a cosine bi-encoder on the
+"""Quality benchmark: the adapted teacher, the D2LLM student and its ablations, a cosine bi-encoder on the
 same backbone and all-MiniLM-L6-v2, on STS-B, NLI and SciFact, from the same training data and hard negatives.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_quality.py [--data ../shared/data] [--work outputs/bench_quality]
@@ -544,7 +544,7 @@ def write_report(ledger: Ledger, report: Path, sizes: dict[str, Any], command: s
     stages = ledger.data["stage_seconds"]
     total = ledger.total_seconds
     text = "\n".join([
-        f"# Quality benchmark (issue 5)\n\nCommand: `{command}`\n",
+        f"# Quality benchmark\n\nCommand: `{command}`\n",
         render_table(rows), "", headline(rows), "",
         "Ratio: student / teacher; points: 100 x (student - bi-encoder); the teacher reranks the BM25 top "
         f"{ledger.data['settings']['rerank_depth']} of the SciFact slice (the others rank the whole slice).", "",
