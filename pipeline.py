@@ -104,7 +104,7 @@ def main() -> None:
     run("distil", [*ACCELERATE_ONE_PROCESS, "train.py", args.train_config,
                    "--model_name_or_path", student, "--train_dataset", str(scored), "--output_dir", str(model),
                    "--num_train_epochs", str(args.student_epochs)], model / "config.json", log)
-    run("evaluate", [PYTHON, "evaluate.py", "--model", str(model), "--beir", args.retrieval, "--split", "test",
+    run("evaluate", [PYTHON, "evaluate_model.py", "--model", str(model), "--beir", args.retrieval, "--split", "test",
                      "--pairs", args.pairs_test, "--output", str(work / "results.json")],
         work / "results.json", log)
     index = work / "index"

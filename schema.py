@@ -3,7 +3,7 @@
 * Training examples (``EXAMPLE_FEATURES``): one row per (query, positive) pair, after reading any source.
 * Mined examples (``MINED_FEATURES``): the same plus ``negatives``, K hard negatives per row.
 * Teacher-scored fixed batches (``SCORED_BATCH_FEATURES``): **one row per training batch**, so that the
-  in-batch teacher matrix ``S_ib`` always belongs to the batch trained on (SPEC section 3). Shuffling the
+  in-batch teacher matrix ``S_ib`` always belongs to the batch trained on (docs/method.md, section 4). Shuffling the
   dataset shuffles batches, never rows inside a batch.
 
 Shapes inside one scored-batch row (B queries, K hard negatives):

@@ -16,7 +16,7 @@ cached on disk, or recomputed each step with ``--head_warmup_states recompute``)
 ``--objective bi-encoder`` trains the BeLLM-style baseline instead (``trainer_bi_encoder``): the same backbone
 options (LoRA, ``bidirectional_layers``, ``max_seq_length``), ``--bi_encoder_pooling`` and ``--prompt_template``,
 loss ``--ibn_weight * InfoNCE + --angle_weight * AnglE`` at ``--bi_encoder_temperature``, on the same scored
-batches' texts; it saves a ``bi_encoder.BiEncoder`` folder, which ``evaluate.py`` reads.
+batches' texts; it saves a ``bi_encoder.BiEncoder`` folder, which ``evaluate_model.py`` reads.
 """
 
 from __future__ import annotations
@@ -246,7 +246,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2L
     if model_args.objective == "bi-encoder":
         if eval_dataset is not None:
             raise ValueError("eval_dataset is not supported with objective bi-encoder: evaluate the saved model "
-                             "with evaluate.py")
+                             "with evaluate_model.py")
         trainer = BiEncoderTrainer(model, training_args, train_dataset,
                                    loss_weights=training_args.bi_encoder_loss_weights)
     else:

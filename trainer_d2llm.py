@@ -1,4 +1,4 @@
-"""Distillation of an LLM cross-encoder into the D2LLM student (SPEC section 3): the imitation losses and
+"""Distillation of an LLM cross-encoder into the D2LLM student (docs/method.md, section 3): the losses and
 ``D2LLMTrainer``.
 
 Notation for one fixed batch of B queries of one task, each with its positive and K hard negatives:
@@ -138,7 +138,7 @@ def _feature_imitation(student_features: torch.Tensor, teacher_feature_cosine: t
 def contrastive_imitation_loss(student_inbatch: torch.Tensor, student_hard: torch.Tensor, teacher_hard: torch.Tensor,
                                *, alpha: float = 1.0, tau_inbatch: float = 1.0, tau_hard: float = 1.0,
                                inbatch_offset: int = 0, hard_weighting: str = "spec") -> torch.Tensor:
-    """Contrastive imitation (SPEC section 3):
+    """Contrastive imitation (docs/method.md, equations (1) and (2)):
 
     ``L_CI = mean_i CE(Z_ib[i, :] / tau_ib, target i)
     + alpha * mean_i [-log softmax_k(W[i, :] * Z_h[i, :] / tau_h)[0]]``
@@ -147,7 +147,7 @@ def contrastive_imitation_loss(student_inbatch: torch.Tensor, student_hard: torc
     ``student_inbatch [B, B]`` (or ``[B, N]`` with the positives of several processes, query i's own positive in
     column ``inbatch_offset + i``), ``student_hard [B, 1+K]`` logits, ``teacher_hard [B, 1+K]`` probabilities.
 
-    ``hard_weighting="log_prior"`` (an option beyond SPEC) replaces the hard term by
+    ``hard_weighting="log_prior"`` (beyond the paper; equation (8)) replaces the hard term by
     ``alpha * mean_i [-log softmax_k(Z_h[i, :] / tau_h + log W[i, :])[0]]``: the weights act as a prior on each
     candidate's share, and moving all of a row's logits together leaves the term unchanged.
     """
@@ -158,7 +158,7 @@ def contrastive_imitation_loss(student_inbatch: torch.Tensor, student_hard: torc
 def rank_imitation_loss(student_hard: torch.Tensor, teacher_hard: torch.Tensor, student_inbatch: torch.Tensor,
                         teacher_inbatch: torch.Tensor, *, beta: float = 1.0, gamma: float = 0.01,
                         scale: float = 1.0) -> torch.Tensor:
-    """Rank imitation (SPEC section 3):
+    """Rank imitation (docs/method.md, equations (3) and (4)):
 
     ``L_RI = beta * mean_i [1 - pearson(Z_h[i, :], S_h[i, :])]
     + gamma * mean_{i, k>=1, j!=i} [max(0, S_h[i, k] - S_ib[i, j]) / c * -log sigmoid(Z_h[i, k] - Z_ib[i, j])]``.
@@ -172,7 +172,7 @@ def rank_imitation_loss(student_hard: torch.Tensor, teacher_hard: torch.Tensor, 
 
 def feature_imitation_loss(student_features: torch.Tensor, teacher_feature_cosine: torch.Tensor, *,
                            eta: float = 0.001) -> torch.Tensor:
-    """Feature imitation (SPEC section 3): ``L_FI = eta * mean_{i, a, b} (C_T[i][a, b] - C_S[i][a, b])^2``.
+    """Feature imitation (docs/method.md, (5)): ``L_FI = eta * mean_{i, a, b} (C_T[i][a, b] - C_S[i][a, b])^2``.
 
     ``student_features [B, 1+K, h]`` are the IEM branch vectors ``y_S``; ``C_S[i]`` is their cosine matrix;
     ``teacher_feature_cosine [B, 1+K, 1+K]`` is ``C_T``.
@@ -205,7 +205,7 @@ def listwise_distillation_loss(student_hard: torch.Tensor, teacher_hard_scores: 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights and temperatures of SPEC section 3 (defaults as there)."""
+    """Weights and temperatures of docs/method.md, section 3 (defaults as there)."""
 
     alpha: float = 1.0
     beta: float = 1.0
@@ -269,7 +269,7 @@ def training_diagnostics(student_hard: torch.Tensor, student_inbatch: torch.Tens
                          teacher_hard: torch.Tensor) -> dict[str, torch.Tensor]:
     """What the student's logits do, by name (``DIAGNOSTICS``): mean and standard deviation (over all entries, no
     Bessel correction) of ``Z_h`` and ``Z_ib``, and ``positive_weight_lowest_share`` (``lowest_positive_weight_share``
-    of the teacher probabilities ``S_h``): the rows where the SPEC hard term can fall without ranking anything."""
+    of the teacher probabilities ``S_h``): the rows where the weighted hard term (2) can fall without ranking."""
     hard, inbatch = student_hard.detach().float(), student_inbatch.detach().float()
     return {
         "logits_hard_mean": hard.mean(), "logits_hard_std": hard.std(correction=0),
@@ -281,7 +281,7 @@ def training_diagnostics(student_hard: torch.Tensor, student_inbatch: torch.Tens
 def lowest_positive_weight_share(teacher_hard: torch.Tensor) -> torch.Tensor:
     """Share of rows i with ``W[i, 0] < min_{k>=1} W[i, k]`` (``W[i, 0] = S_h[i, 0]``, ``W[i, k] = 1 - S_h[i, k]``).
 
-    In those rows the SPEC hard term ``-log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]`` falls towards 0 as all of the
+    In those rows the weighted hard term ``-log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]`` falls towards 0 as all of the
     row's logits fall together, ordering nothing. ``teacher_hard [B, 1+K]`` probabilities -> a float32 scalar.
     """
     weights = _hard_weights(teacher_hard)
@@ -337,7 +337,7 @@ def _bf16_available() -> bool:
 
 @dataclass
 class D2LLMTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the loss weights of SPEC section 3, the PMA/IEM learning rate, and the loss
+    """``TrainingArguments`` plus the loss weights of docs/method.md section 3, the PMA/IEM learning rate, and the loss
     weights of the bi-encoder baseline (``train.py --objective bi-encoder``).
 
     One device step trains on one stored fixed batch, so ``per_device_train_batch_size`` is 1 (the batch size is
@@ -355,11 +355,11 @@ class D2LLMTrainingArguments(TrainingArguments):
         default=1.0, metadata={"help": "tau_T of s = softmax([l_yes, l_no] / tau_T)[0]."})
     kd_weight: float = field(default=0.0, metadata={
         "help": "Weight of listwise distillation KL(softmax(t / tau_T) || softmax(Z / tau_S)), t = l_yes - l_no "
-                "(beyond the paper; 0: off, the SPEC loss)."})
+                "(beyond the paper; 0: off, the paper's loss)."})
     kd_teacher_temperature: float = field(default=1.0, metadata={"help": "tau_T of the listwise distillation term."})
     kd_student_temperature: float = field(default=1.0, metadata={"help": "tau_S of the listwise distillation term."})
     hard_weighting: str = field(default="spec", metadata={
-        "help": "spec (softmax of W * Z_h / tau_hard, as SPEC writes it) or log_prior (softmax of "
+        "help": "spec (softmax of W * Z_h / tau_hard, as the paper writes it) or log_prior (softmax of "
                 "Z_h / tau_hard + log W: unchanged when all of a query's logits move together)."})
     bi_encoder_temperature: float = field(default=0.05, metadata={
         "help": "objective bi-encoder: temperature of its InfoNCE and AnglE terms."})
@@ -695,7 +695,7 @@ def render_model_card(model: D2LLMModel, args: D2LLMTrainingArguments, log_histo
         *([f"- B = {fixed_batch_shape[0]} queries per batch, K = {fixed_batch_shape[1]} hard negatives per query"]
           if fixed_batch_shape else []),
         "",
-        "## Loss (SPEC section 3: L = L_CI + L_RI + L_FI (+ L_KD), means over terms)",
+        "## Loss (docs/method.md, section 3: L = L_CI + L_RI + L_FI (+ L_KD), means over terms)",
         f"- alpha = {weights.alpha}, beta = {weights.beta}, gamma = {weights.gamma}, eta = {weights.eta}",
         f"- tau_inbatch = {weights.tau_inbatch}, tau_hard = {weights.tau_hard}, c = {weights.scale}, "
         f"tau_T = {weights.teacher_temperature}, hard weighting {weights.hard_weighting}",

@@ -15,7 +15,7 @@ With ``--scored`` (teacher-scored fixed batches, e.g. the SciFact batches of ``b
 only the ``asymmetric`` ones are used), each starting backbone x k also gets two rows trained by ``train.py`` on
 exactly those batches for ``--epochs``: ``--objective bi-encoder`` (InfoNCE + AnglE on their texts and hard
 negatives) and the D2LLM student (``configs/main_job.yaml``: PMA + IEM, the three losses); both are evaluated
-by ``evaluate.py``'s code on the same slice.
+by ``evaluate_model.py``'s code on the same slice.
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def train_with_train_py(objective: str, start: str, k: int, batches: str, output
 
 
 def evaluated_ndcg(model: str, queries: dict, corpus: dict, qrels: dict) -> float:
-    """NDCG@10 over the slice through ``evaluate.py``'s code path (IEM scores or cosine)."""
-    from evaluate import evaluate_retrieval
+    """NDCG@10 over the slice through ``evaluate_model.py``'s code path (IEM scores or cosine)."""
+    from evaluate_model import evaluate_retrieval
     from evaluation.loaders import RetrievalData
     from evaluation.models import load_scorer
 

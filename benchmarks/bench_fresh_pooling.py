@@ -3,7 +3,7 @@
 Fresh D2LLM students on the embedded SmolLM2 (distance-initialised IEM, no training), all in one run, on the
 quality benchmark's seeded STS-B and SciFact slices (``bench_quality.evaluation_jobs``):
 * mean pooling (the baseline of the ratios);
-* PMA, ``pma_init normal`` (small random weights: SPEC's PMA as the Set Transformer starts it);
+* PMA, ``pma_init normal`` (small random weights: the paper's PMA as the Set Transformer starts it);
 * PMA, ``pma_init mean`` (starts as the layer-normed masked mean).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_fresh_pooling.py [--backbone FOLDER] [--tasks sts scifact]
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import bench_quality  # noqa: E402
-import evaluate  # noqa: E402
+import evaluate_model  # noqa: E402
 from evaluation.scorers import D2LLMScorer  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
 
@@ -64,7 +64,7 @@ def main() -> None:
         metrics[variant] = {}
         for task in args.tasks:
             key = bench_quality.TASKS[task][1]
-            metrics[variant][task] = evaluate.run(scorer, [jobs[task]])[0][key]
+            metrics[variant][task] = evaluate_model.run(scorer, [jobs[task]])[0][key]
             print(f"[{variant} / {task}] {key} {metrics[variant][task]:.4f}", flush=True)
         del model, scorer
     baseline = metrics[next(iter(VARIANTS))]

@@ -1,4 +1,4 @@
-"""Quality benchmark (issue 5): the adapted teacher, the D2LLM student and its ablations, a cosine bi-encoder on the
+"""Quality benchmark: the adapted teacher, the D2LLM student and its ablations, a cosine bi-encoder on the
 same backbone and all-MiniLM-L6-v2, on STS-B, NLI and SciFact, from the same training data and hard negatives.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_quality.py [--data ../shared/data] [--work outputs/bench_quality]
@@ -20,7 +20,7 @@ built under a ``.partial`` name and renamed when complete), so a killed run star
    cosine bi-encoder (``train.py --objective bi-encoder --angle_weight 0``: mean pooling, InfoNCE over the same
    batches' queries, positives and hard negatives at the students' in-batch temperature; same backbone, LoRA,
    learning rate, schedule and number of steps);
-7. evaluate (``evaluate.py``'s code path): STS-B test Spearman, SNLI dev average precision of entailment, SciFact
+7. evaluate (``evaluate_model.py``'s code path): STS-B test Spearman, SNLI dev average precision of entailment, SciFact
    test NDCG@10 over a corpus slice (every judged document of the sampled queries plus seeded random others; the
    teacher reranks the BM25 top ``--rerank-depth`` of that slice). Each (model, task) result is written to
    ``WORK/results.json`` as soon as it is measured.
@@ -68,7 +68,7 @@ from evaluation.loaders import RetrievalData  # noqa: E402
 PYTHON = sys.executable
 TRAIN_CONFIG = REPO / "configs" / "main_job.yaml"
 
-# task -> (column title, metric key in evaluate.py's result)
+# task -> (column title, metric key in evaluate_model.py's result)
 TASKS: dict[str, tuple[str, str]] = {
     "sts": ("STS-B Spearman", "spearman"),
     "nli": ("NLI AP", "average_precision"),
@@ -377,17 +377,17 @@ def slice_retrieval(data: RetrievalData, queries: int, documents: int, seed: int
 
 
 def evaluation_jobs(args: argparse.Namespace) -> dict[str, tuple[Callable, Any]]:
-    """``evaluate.py`` jobs of the three tasks on seeded samples (read and checked before any model is loaded)."""
-    import evaluate
+    """``evaluate_model.py`` jobs of the three tasks on seeded samples (read and checked before any model is loaded)."""
+    import evaluate_model
     from evaluation.loaders import load_graded_pairs, load_labelled_pairs, load_retrieval
 
     en = Path(args.data) / "en"
     return {
-        "sts": (evaluate.evaluate_sts, evaluate.subsample_pairs(
+        "sts": (evaluate_model.evaluate_sts, evaluate_model.subsample_pairs(
             load_graded_pairs(str(en / "stsb" / "test.jsonl")), args.sts_eval, args.seed)),
-        "nli": (evaluate.evaluate_pair_classification, evaluate.subsample_pairs(
+        "nli": (evaluate_model.evaluate_pair_classification, evaluate_model.subsample_pairs(
             load_labelled_pairs(str(en / "snli" / "dev.jsonl")), args.nli_eval, args.seed)),
-        "scifact": (evaluate.evaluate_retrieval, slice_retrieval(
+        "scifact": (evaluate_model.evaluate_retrieval, slice_retrieval(
             load_retrieval(str(en / "scifact"), "test"), args.scifact_queries, args.scifact_docs, args.seed)),
     }
 
@@ -399,13 +399,13 @@ def evaluation_file(work: Path, model: str, task: str) -> Path:
 def evaluate_tasks(work: Path, name: str, path: str, adapter: Path, tasks: list[str], args: argparse.Namespace
                    ) -> None:
     """(Child process.) Evaluate one row on ``tasks``; each result is written to its file as soon as it is known."""
-    import evaluate
+    import evaluate_model
 
     jobs = evaluation_jobs(args)
     scorer = load_row_scorer(name, path, adapter, args)
     for task in tasks:
         print(f"\n[evaluate {name} / {task}] {jobs[task][1].source}", flush=True)
-        result = evaluate.run(scorer, [jobs[task]])[0]
+        result = evaluate_model.run(scorer, [jobs[task]])[0]
         write_json(evaluation_file(work, name, task), result)
         print(f"[evaluate {name} / {task}] {TASKS[task][1]} {result[TASKS[task][1]]:.4f} ({result['seconds']:.0f} s)",
               flush=True)
@@ -544,7 +544,7 @@ def write_report(ledger: Ledger, report: Path, sizes: dict[str, Any], command: s
     stages = ledger.data["stage_seconds"]
     total = ledger.total_seconds
     text = "\n".join([
-        f"# Quality benchmark (issue 5)\n\nCommand: `{command}`\n",
+        f"# Quality benchmark\n\nCommand: `{command}`\n",
         render_table(rows), "", headline(rows), "",
         "Ratio: student / teacher; points: 100 x (student - bi-encoder); the teacher reranks the BM25 top "
         f"{ledger.data['settings']['rerank_depth']} of the SciFact slice (the others rank the whole slice).", "",

@@ -2,7 +2,7 @@
 
 Both students use the embedded SmolLM2-135M-Instruct backbone with the same LoRA (r 16 on every linear layer),
 the same fixed batch of B queries, B positives and B * K hard negatives (one padded forward of all texts) and
-AdamW. They differ in what the issue asks to compare:
+AdamW. They differ in what D2LLM adds to a bi-encoder:
 * D2LLM: PMA pooling, IEM scores of the B x B in-batch and B x (1+K) hard pairs, ``L_CI + L_RI + L_FI``
   (``D2LLMTrainer.compute_loss``), optimizer from ``D2LLMTrainer.create_optimizer``;
 * bi-encoder (``bi_encoder.BiEncoder``, mean pooling): cosine and InfoNCE over in-batch positives and the

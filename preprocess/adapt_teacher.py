@@ -1,4 +1,4 @@
-"""Teacher adaptation: LoRA fine-tuning of a causal LM as the yes/no cross-encoder (SPEC section 1).
+"""Teacher adaptation: LoRA fine-tuning of a causal LM as the yes/no cross-encoder (docs/method.md, section 1).
 
 Training pairs carry a target probability of "yes": graded pairs give score / max score (soft targets),
 labelled pairs 1 / 0, and mined retrieval examples give (query, positive) = 1 and (query, one seeded hard

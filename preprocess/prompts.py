@@ -1,4 +1,4 @@
-"""Teacher prompts and answer words, per language and task (SPEC section 1).
+"""Teacher prompts and answer words, per language and task (docs/method.md, section 1).
 
 A prompt is one template with ``{query}`` and ``{passage}`` placeholders, in that order, and the task
 instruction *after* the passage: the student encodes query and passage separately, so the teacher must

@@ -1,4 +1,4 @@
-"""Teacher scoring of fixed training batches (SPEC sections 3 and 4; output ``schema.SCORED_BATCH_FEATURES``).
+"""Teacher scoring of fixed training batches (docs/method.md, sections 3-4; output ``schema.SCORED_BATCH_FEATURES``).
 
 Mined examples are grouped into fixed batches of B (one task, language and K per batch; no text twice in a
 batch, so no in-batch "negative" is another row's query or positive), and the teacher scores, per batch:

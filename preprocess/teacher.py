@@ -1,4 +1,4 @@
-"""The teacher: a causal LM read as a yes/no cross-encoder (SPEC section 1).
+"""The teacher: a causal LM read as a yes/no cross-encoder (docs/method.md, section 1).
 
 ``YesNoTeacher.score`` returns the next-token logits ``[l_yes, l_no]`` after the prompt
 ``query -> passage -> task instruction``; with ``return_features`` also the last layer's hidden state at

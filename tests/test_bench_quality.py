@@ -12,10 +12,10 @@ import pytest
 from evaluation.loaders import RetrievalData
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quality.py"
-_SPEC = importlib.util.spec_from_file_location("bench_quality", _PATH)
-bench = importlib.util.module_from_spec(_SPEC)
+_FOUND_MODULE = importlib.util.spec_from_file_location("bench_quality", _PATH)
+bench = importlib.util.module_from_spec(_FOUND_MODULE)
 sys.modules["bench_quality"] = bench
-_SPEC.loader.exec_module(bench)
+_FOUND_MODULE.loader.exec_module(bench)
 
 
 def retrieval_data() -> RetrievalData:

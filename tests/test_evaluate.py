@@ -1,4 +1,4 @@
-"""evaluate.py: one code path for D2LLM checkpoints, teachers and bi-encoders; bad input exits non-zero."""
+"""evaluate_model.py: one code path for D2LLM checkpoints, teachers and bi-encoders; bad input exits non-zero."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tiny import tiny_bert, tiny_llama, tiny_tokenizer
 from transformers import BertModel, LlamaForCausalLM
 
 import embedded_models
-from evaluate import main
+from evaluate_model import main
 from evaluation.loaders import load_retrieval
 from evaluation.models import ModelError, detect_model_type, load_d2llm, load_scorer
 from evaluation.scorers import BM25FirstStage, CosineScorer, CrossEncoderScorer, D2LLMScorer

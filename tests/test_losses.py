@@ -1,4 +1,4 @@
-"""The imitation losses of SPEC section 3 against plain-loop versions, hand-computed cases and edge cases."""
+"""The imitation losses of docs/method.md, section 3, against plain loops, hand-computed cases and edge cases."""
 
 from __future__ import annotations
 
@@ -238,7 +238,7 @@ def test_pairwise_rank_term_reads_the_own_block_of_gathered_positives():
         loop_contrastive(gathered.tolist(), z_h.tolist(), s_h.tolist(), alpha=0.0, offset=3))
 
 
-# ---------------------------------------------------------------------- beyond SPEC: listwise distillation
+# ---------------------------------------------------------------------- beyond the paper: listwise distillation
 @pytest.mark.parametrize("seed,rows,negatives", [(0, 4, 3), (1, 2, 1), (2, 5, 6), (3, 1, 2)])
 @pytest.mark.parametrize("kd,tau_t,tau_s", [(1.0, 1.0, 1.0), (0.3, 2.0, 0.05)])
 def test_listwise_distillation_matches_loop_with_inbatch_positives(seed, rows, negatives, kd, tau_t, tau_s):
@@ -323,7 +323,7 @@ def test_spec_hard_term_falls_when_a_row_sinks_but_log_prior_does_not():
         before = contrastive_imitation_loss(z_ib, z_h, s_h, hard_weighting=weighting).item()
         sunk = contrastive_imitation_loss(z_ib, z_h - 20.0, s_h, hard_weighting=weighting).item()
         if falls:
-            assert sunk < 0.01 < before  # ranks nothing, yet the SPEC term almost vanishes
+            assert sunk < 0.01 < before  # ranks nothing, yet the weighted hard term (2) almost vanishes
         else:
             assert sunk == pytest.approx(before, rel=1e-6)
 

@@ -377,7 +377,7 @@ def test_on_a_synthetic_task_the_loss_falls_and_heldout_ranking_improves(tmp_pat
     train = scored_dataset(num_batches=96, batch_size=4, num_negatives=3, seed=0)
     heldout = scored_dataset(num_batches=8, batch_size=4, num_negatives=3, seed=123)
     before = _heldout_pair_accuracy(model, heldout)
-    # contrastive temperatures 0.05: with the SPEC's 1.0 the tiny IEM's logits (~1e-3 at init) learn too slowly here
+    # contrastive temperatures 0.05: with the default 1.0 the tiny IEM's logits (~1e-3 at init) learn too slowly here
     args = _args(tmp_path, num_train_epochs=2, logging_steps=24, learning_rate=5e-4, head_learning_rate=5e-4,
                  tau_inbatch=0.05, tau_hard=0.05)
     trainer = D2LLMTrainer(model, args, train_dataset=train)

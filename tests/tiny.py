@@ -13,13 +13,13 @@ WORDS = sorted(set(
     "red big small fast slow yes no query passage answer question good bad happy sad music song play game "
     "sun moon star night day water fire earth wind apple banana fruit food eat drink milk coffee tea".split()
 ) | set(string.ascii_lowercase))
-SPECIALS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
-VOCAB_SIZE = len(SPECIALS) + len(WORDS)
+CONTROL_TOKENS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
+VOCAB_SIZE = len(CONTROL_TOKENS) + len(WORDS)
 HIDDEN = 32
 
 
 def tiny_tokenizer(padding_side: str = "right") -> PreTrainedTokenizerFast:
-    vocab = {token: index for index, token in enumerate(SPECIALS + WORDS)}
+    vocab = {token: index for index, token in enumerate(CONTROL_TOKENS + WORDS)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",

@@ -1,7 +1,7 @@
 """Evaluate any scorer (D2LLM checkpoint, teacher cross-encoder, bi-encoder) on STS, pair classification and
-BEIR retrieval, through one code path (SPEC section 5).
+BEIR retrieval, through one code path (docs/method.md, section 5).
 
-    python evaluate.py --model PATH [--sts FILE] [--pairs FILE] [--beir DIR --split test] [--output results.json]
+    python evaluate_model.py --model PATH [--sts FILE] [--pairs FILE] [--beir DIR --split test] [--output results.json]
 
 * ``--sts``: graded pairs; Spearman of the symmetric score against the gold score.
 * ``--pairs``: labelled pairs (NLI or paraphrase); average precision of the positive class (``entailment`` or 1)
