@@ -62,6 +62,7 @@ class AnnIndex:
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         else:
             index = faiss.index_factory(rows.shape[1], f"IVF{ivf_lists(len(rows))},SQfp16", faiss_metric)
+            index.by_residual = False  # codes hold the vectors themselves: exact fp16
             index.set_direct_map_type(faiss.DirectMap.Array)
         sample = np.random.default_rng(0).permutation(len(rows))[:IVF_TRAIN_ROWS]
         index.train(rows[np.sort(sample)])
