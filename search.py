@@ -8,7 +8,7 @@ model (backbone config and weights, PMA/IEM weights) in ``index.json`` (no pickl
   it fast (``search_scoring``). Cost grows with the corpus: one ``h x h`` layer per (query, document).
 * Two-stage (``two_stage=True``): a faiss first stage picks ``candidates`` documents per query and the IEM scores
   only those. The first stage is an ANN index when the index was built with ``ann="hnsw"`` or ``"ivf"``
-  (``search_ann``; the embeddings then live in it), else a flat faiss search over the embeddings.
+  (``search_ann``; the embeddings then live in it), else an exact (flat) faiss L2 search over the embeddings.
   ``two_stage_recall`` measures how much of the exact top-k it keeps.
 
 Saving is atomic: data files get a fresh name, ``index.json`` (which names them) is replaced in one rename, and
@@ -218,7 +218,7 @@ class SearchIndex:
         if self._flat is None:
             import faiss
 
-            self._flat = faiss.IndexFlatIP(self.flat_embeddings.shape[1])
+            self._flat = faiss.IndexFlatL2(self.flat_embeddings.shape[1])  # L2: see DEFAULT_METRIC in search_ann
             self._flat.add(self.flat_embeddings.float().numpy())
         _, found = self._flat.search(queries.detach().float().cpu().contiguous().numpy(), depth)
         return torch.as_tensor(found, dtype=torch.long)
@@ -322,7 +322,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     query.add_argument("--queries", help="BEIR queries.jsonl ({_id, text})")
     query.add_argument("--top-k", type=int, default=10)
     query.add_argument("--two-stage", action="store_true",
-                       help="first stage (the index's ANN, else flat faiss) shortlists, the IEM re-scores")
+                       help="first stage (the index's ANN, else flat faiss L2) shortlists, the IEM re-scores")
     query.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="shortlist depth of --two-stage")
     query.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="exact search: bf16 shortlisting where fast (auto), or one precision throughout")
