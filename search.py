@@ -1,18 +1,23 @@
-"""Search a corpus with a D2LLM checkpoint: encode once, score every query exactly with the IEM.
+"""Search a corpus with a D2LLM checkpoint: encode once, then score queries with the IEM, exactly or in two stages.
 
 An index stores, per document, the PMA embedding and the IEM passage projection ``W1p y_p``
-(``model.project_passages``) in ``index.safetensors``, and the document ids, the task and a fingerprint of the
-model's PMA/IEM weights in ``index.json`` (no pickle). A query then costs one query encoding plus one
-``h x h`` IEM layer per document (``model.similarity(..., passage_projections=...)``, in chunks). Adding
-documents encodes only the new ones.
+(``model.project_passages``), both in half precision, and the ids, the task, the options and a fingerprint of the
+model (backbone config and weights, PMA/IEM weights) in ``index.json`` (no pickle).
 
-Two-stage mode (optional): a faiss inner-product search over the embeddings picks ``candidates`` documents per
-query and the IEM re-scores only those; ``two_stage_recall`` measures how many of the exact top-k it keeps.
+* Exact search (default): every query against every document, many queries per GEMM, bf16 where the hardware runs
+  it fast (``search_scoring``). Cost grows with the corpus: one ``h x h`` layer per (query, document).
+* Two-stage (``two_stage=True``): a faiss first stage picks ``candidates`` documents per query and the IEM scores
+  only those. The first stage is an ANN index when the index was built with ``ann="hnsw"`` or ``"ivf"``
+  (``search_ann``; the embeddings then live in it), else an exact (flat) faiss L2 search over the embeddings.
+  ``two_stage_recall`` measures how much of the exact top-k it keeps.
 
-    python search.py build --model CKPT --corpus corpus.jsonl --index DIR
+Saving is atomic: data files get a fresh name, ``index.json`` (which names them) is replaced in one rename, and
+only then are the old files removed, so a killed ``build`` or ``add`` leaves the previous index readable.
+
+    python search.py build --model CKPT --corpus corpus.jsonl --index DIR [--ann hnsw|ivf] [--metric l2|ip]
     python search.py add   --model CKPT --corpus more.jsonl   --index DIR
-    python search.py query --model CKPT --index DIR --query "text" [--query ...] [--top-k 10]
-                           [--two-stage --candidates 100] [--corpus corpus.jsonl]
+    python search.py query --model CKPT --index DIR --query "text" [--query ...] [--queries queries.jsonl]
+                           [--top-k 10] [--two-stage --candidates 200] [--corpus corpus.jsonl]
 """
 
 from __future__ import annotations
@@ -22,19 +27,25 @@ import hashlib
 import json
 import os
 import sys
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
-from evaluation import ranking
 from evaluation.loaders import DataError, read_corpus, read_queries
 from evaluation.models import ModelError, load_d2llm
+from search_ann import DEFAULT_METRIC, AnnIndex
+from search_scoring import DEFAULT_MEMORY_MB, exact_top_k, rescore
 
-TENSORS_FILE = "index.safetensors"
 META_FILE = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+DEFAULT_CANDIDATES = 200
+QUERY_BLOCK = 64
+FINGERPRINT_SAMPLES = 4096
+_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures",
+                         "use_cache", "attn_implementation", "_attn_implementation"}
 Hits = list[list[tuple[str, float]]]
 
 
@@ -42,48 +53,81 @@ class SearchError(ValueError):
     """An index that cannot be used as asked (missing, built by another model, duplicate ids, ...)."""
 
 
+def _config_identity(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _config_identity(item) for key, item in sorted(value.items()) if key not in _VOLATILE_CONFIG_KEYS}
+    return value
+
+
 def model_fingerprint(model: Any) -> str:
-    """sha256 of the model's PMA and IEM weights: a checkpoint's heads change whenever it is trained."""
-    digest = hashlib.sha256()
+    """sha256 of what makes a model's scores: its config (backbone included, paths and dtype left out), every
+    PMA/IEM weight, and of each backbone tensor its name, shape and ``FINGERPRINT_SAMPLES`` evenly spaced values
+    (rounded to bf16, so an fp32 and a bf16 load of one checkpoint agree; any fine-tune moves them)."""
+    digest = hashlib.sha256(json.dumps(_config_identity(model.config.to_dict()), sort_keys=True,
+                                       default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        if not name.startswith("backbone."):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        values = tensor.detach().flatten()
+        if name.startswith("backbone."):
+            step = max(1, values.numel() // FINGERPRINT_SAMPLES)
+            values = values[::step].to(torch.bfloat16)
+        digest.update(values.float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
 @dataclass
 class SearchIndex:
-    """Document ids with their embeddings ``[N, D]`` and IEM passage projections ``[N, h]`` (float32, CPU)."""
+    """Document ids, their IEM passage projections ``[N, h]`` (fp16, CPU), and their embeddings ``[N, D]``
+    (fp16): in ``flat_embeddings`` without an ANN index, inside ``ann`` with one."""
 
     ids: list[str]
-    embeddings: torch.Tensor
     projections: torch.Tensor
     task: str
     fingerprint: str
-    _faiss: Any = field(default=None, repr=False, compare=False)
+    flat_embeddings: torch.Tensor | None = None
+    ann: AnnIndex | None = None
+    _flat: Any = field(default=None, repr=False, compare=False)
     _verified: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def build(cls, model: Any, corpus: dict[str, str], task: str = "asymmetric", batch_size: int = 32) -> "SearchIndex":
-        """Encode ``corpus`` (``{id: text}``) with the task's passage instruction."""
-        index = cls.from_embeddings(model, [], torch.empty(0, model.config.embedding_size), task)
-        index.add(model, corpus, batch_size)
-        return index
+    def build(cls, model: Any, corpus: dict[str, str], task: str = "asymmetric", batch_size: int = 32, *,
+              ann: str | None = None, metric: str = DEFAULT_METRIC) -> "SearchIndex":
+        """Encode ``corpus`` (``{id: text}``) with the task's passage instruction; ``ann``: hnsw, ivf or None."""
+        if not corpus:
+            raise SearchError("the corpus has no documents")
+        _check_unique(list(corpus), [])
+        with torch.no_grad():
+            embeddings = model.encode_document(list(corpus.values()), task=task, batch_size=batch_size,
+                                               convert_to_tensor=True)
+        return cls.from_embeddings(model, list(corpus), embeddings, task, ann=ann, metric=metric)
 
     @classmethod
-    def from_embeddings(cls, model: Any, ids: Sequence[str], embeddings: torch.Tensor,
-                        task: str = "asymmetric") -> "SearchIndex":
+    def from_embeddings(cls, model: Any, ids: Sequence[str], embeddings: torch.Tensor, task: str = "asymmetric",
+                        *, ann: str | None = None, metric: str = DEFAULT_METRIC) -> "SearchIndex":
         """An index over passage embeddings computed elsewhere (``[N, D]``, one row per id)."""
-        index = cls([], torch.empty(0, model.config.embedding_size), torch.empty(0, model.config.iem_hidden_size),
-                    task, model_fingerprint(model))
-        index.add_embeddings(model, ids, embeddings)
+        _check_unique(list(ids), [])
+        if len(ids) != len(embeddings):
+            raise SearchError(f"{len(ids)} ids but {len(embeddings)} embeddings")
+        model.iem.task_branch(task)
+        embeddings = embeddings.detach().cpu().half()
+        index = cls(list(ids), _project(model, embeddings), task, model_fingerprint(model))
+        if ann is None:
+            index.flat_embeddings = embeddings
+        elif len(ids):
+            index.ann = AnnIndex.build(ann, metric, embeddings)
+        else:
+            raise SearchError("an ANN index needs at least one document")
         return index
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The documents' PMA embeddings ``[N, D]`` in half precision."""
+        return self.ann.embeddings() if self.ann is not None else self.flat_embeddings
 
     def add(self, model: Any, corpus: dict[str, str], batch_size: int = 32) -> int:
         """Encode and append new documents only; an id already in the index is refused. Returns how many."""
         self.check_model(model)
-        self._check_new_ids(corpus)
+        _check_unique(list(corpus), self.ids)
         if not corpus:
             return 0
         with torch.no_grad():
@@ -94,24 +138,19 @@ class SearchIndex:
     def add_embeddings(self, model: Any, ids: Sequence[str], embeddings: torch.Tensor) -> int:
         """Append documents by their embeddings (their IEM projections are computed here). Returns how many."""
         self.check_model(model)
-        self._check_new_ids(ids)
+        _check_unique(list(ids), self.ids)
         if len(ids) != len(embeddings):
             raise SearchError(f"{len(ids)} ids but {len(embeddings)} embeddings")
-        with torch.no_grad():
-            embeddings = embeddings.float().cpu()
-            projections = model.project_passages(embeddings).float().cpu()
-        self.ids += list(ids)
-        self.embeddings = torch.cat([self.embeddings, embeddings])
-        self.projections = torch.cat([self.projections, projections])
-        if self._faiss is not None:
-            self._faiss.add(embeddings.contiguous().numpy())
+        embeddings = embeddings.detach().cpu().half()
+        self.projections = torch.cat([self.projections, _project(model, embeddings)])
+        self.ids = self.ids + list(ids)
+        if self.ann is not None:
+            self.ann.add(embeddings)
+        else:
+            self.flat_embeddings = torch.cat([self.flat_embeddings, embeddings])
+            if self._flat is not None:
+                self._flat.add(embeddings.float().numpy())
         return len(ids)
-
-    def _check_new_ids(self, ids) -> None:
-        known = set(self.ids)
-        clashes = [doc for doc in ids if doc in known]
-        if clashes or len(set(ids)) != len(ids):
-            raise SearchError(f"ids must be new and unique; already in the index: {clashes[:3]}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -121,8 +160,8 @@ class SearchIndex:
         if self._verified is not None and self._verified() is model:
             return
         if model_fingerprint(model) != self.fingerprint:
-            raise SearchError("this index was built with another model (its PMA/IEM weights differ); rebuild it "
-                              "with this checkpoint or query it with the one that built it")
+            raise SearchError("this index was built with another model (its config, backbone or PMA/IEM weights "
+                              "differ); rebuild it with this checkpoint or query it with the one that built it")
         self._verified = weakref.ref(model)
 
     # ------------------------------------------------------------------ querying
@@ -135,88 +174,130 @@ class SearchIndex:
 
     @torch.no_grad()
     def search(self, model: Any, queries: Sequence[str] | torch.Tensor, top_k: int = 10, *, two_stage: bool = False,
-               candidates: int = 100) -> Hits:
-        """The ``top_k`` best ``(id, IEM score)`` of each query, best first: exact over every document, or
-        re-scoring a faiss inner-product shortlist of ``candidates`` with ``two_stage``."""
+               candidates: int = DEFAULT_CANDIDATES, precision: str = "auto",
+               memory_mb: float = DEFAULT_MEMORY_MB) -> Hits:
+        """The ``top_k`` best ``(id, IEM score)`` of each query, best first (fp32 scores).
+
+        Exact: every document, ``QUERY_BLOCK`` queries per pass, ``precision`` auto/fp32/bf16 (bf16 shortlists, fp32
+        scores the shortlist), at most ``memory_mb`` of activations. ``two_stage``: the IEM re-scores the first
+        stage's ``candidates`` best documents.
+        """
         self.check_model(model)
         if not self.ids:
             raise SearchError("the index is empty")
+        if top_k < 1:
+            raise SearchError(f"top_k must be at least 1, got {top_k}")
+        if two_stage and candidates < top_k:
+            raise SearchError(f"candidates ({candidates}) must be at least top_k ({top_k})")
         embedded = self.encode_queries(model, queries)
-        if two_stage:
-            scores, indices = self._two_stage(model, embedded, top_k, candidates)
-        else:
-            scores, indices = self._exact(model, embedded, top_k)
-        return [[(self.ids[i], s) for i, s in zip(row_indices, row_scores)]
-                for row_indices, row_scores in zip(indices.tolist(), scores.tolist())]
+        found = []
+        for start in range(0, len(embedded), QUERY_BLOCK):
+            block = embedded[start : start + QUERY_BLOCK]
+            projected = model.iem.project_query(block.to(model.iem.first.weight.device).float())
+            if two_stage:
+                shortlist = self._first_stage(block, min(candidates, len(self.ids)))
+                scores, indices = rescore(model.iem, self.task, projected, self.projections, shortlist, top_k)
+            else:
+                scores, indices = exact_top_k(model.iem, self.task, projected, self.projections, top_k,
+                                              precision=precision, memory_mb=memory_mb)
+            found += [[(self.ids[i], s) for i, s in zip(row_i, row_s) if i >= 0]
+                      for row_i, row_s in zip(indices.tolist(), scores.tolist())]
+        return found
 
     def two_stage_recall(self, model: Any, queries: Sequence[str] | torch.Tensor, top_k: int = 10,
-                         candidates: int = 100) -> float:
-        """Mean fraction of each query's exact top-k that the two-stage search also returns."""
+                         candidates: int = DEFAULT_CANDIDATES) -> float:
+        """Mean fraction of each query's exact (fp32) top-k that the two-stage search also returns."""
         embedded = self.encode_queries(model, queries)
-        exact = self.search(model, embedded, top_k)
+        exact = self.search(model, embedded, top_k, precision="fp32")
         approximate = self.search(model, embedded, top_k, two_stage=True, candidates=candidates)
-        found = [len({i for i, _ in a} & {i for i, _ in e}) / len(e) for a, e in zip(approximate, exact)]
-        return sum(found) / len(found)
+        return recall_against(approximate, exact)
 
-    def _exact(self, model: Any, queries: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return ranking.top_k(
-            lambda rows: model.similarity(queries[rows], None, self.task, passage_projections=self.projections),
-            len(queries), len(self.ids), top_k, progress="Searching")
-
-    def _two_stage(self, model: Any, queries: torch.Tensor, top_k: int,
-                   candidates: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if candidates < top_k:
-            raise SearchError(f"candidates ({candidates}) must be at least top_k ({top_k})")
-        _, shortlists = self.faiss_index().search(queries.float().cpu().contiguous().numpy(),
-                                                  min(candidates, len(self.ids)))
-        shortlists = torch.as_tensor(shortlists)
-        values, indices = [], []
-        for query, shortlist in zip(queries, shortlists):
-            scores = model.similarity(query[None], None, self.task, passage_projections=self.projections[shortlist])
-            best = torch.topk(scores[0].float().cpu(), min(top_k, len(shortlist)))
-            values.append(best.values)
-            indices.append(shortlist[best.indices])
-        return torch.stack(values), torch.stack(indices)
-
-    def faiss_index(self) -> Any:
-        """An exact inner-product faiss index over the embeddings, built on first use and kept up to date."""
-        if self._faiss is None:
+    def _first_stage(self, queries: torch.Tensor, depth: int) -> torch.Tensor:
+        if self.ann is not None:
+            return self.ann.search(queries, depth)
+        if self._flat is None:
             import faiss
 
-            self._faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
-            self._faiss.add(self.embeddings.contiguous().numpy())
-        return self._faiss
+            self._flat = faiss.IndexFlatL2(self.flat_embeddings.shape[1])  # L2: see DEFAULT_METRIC in search_ann
+            self._flat.add(self.flat_embeddings.float().numpy())
+        _, found = self._flat.search(queries.detach().float().cpu().contiguous().numpy(), depth)
+        return torch.as_tensor(found, dtype=torch.long)
 
     # ------------------------------------------------------------------ storage
     def save(self, folder: str) -> None:
+        """Write the index atomically: fresh data files, then ``index.json`` replaced in one rename."""
         from safetensors.torch import save_file
 
         os.makedirs(folder, exist_ok=True)
-        save_file({"embeddings": self.embeddings.contiguous(), "projections": self.projections.contiguous()},
-                  os.path.join(folder, TENSORS_FILE))
-        meta = {"format": FORMAT_VERSION, "task": self.task, "model_fingerprint": self.fingerprint, "ids": self.ids}
-        with open(os.path.join(folder, META_FILE), "w", encoding="utf-8") as handle:
+        token = uuid.uuid4().hex[:12]
+        tensors = {"projections": self.projections.contiguous()}
+        if self.ann is None:
+            tensors["embeddings"] = self.flat_embeddings.contiguous()
+        files = {"tensors": f"tensors-{token}.safetensors"}
+        save_file(tensors, os.path.join(folder, files["tensors"]))
+        if self.ann is not None:
+            files["ann"] = f"ann-{token}.faiss"
+            self.ann.save(os.path.join(folder, files["ann"]))
+        meta = {"format": FORMAT_VERSION, "task": self.task, "model_fingerprint": self.fingerprint, "files": files,
+                "ann": self.ann and {"kind": self.ann.kind, "metric": self.ann.metric}, "ids": self.ids}
+        staging = os.path.join(folder, f"{META_FILE}.{token}.tmp")
+        with open(staging, "w", encoding="utf-8") as handle:
             json.dump(meta, handle, ensure_ascii=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(staging, os.path.join(folder, META_FILE))
+        for name in os.listdir(folder):
+            if name not in files.values() and name != META_FILE and name.startswith(("tensors-", "ann-", META_FILE)):
+                os.remove(os.path.join(folder, name))
 
     @classmethod
     def load(cls, folder: str) -> "SearchIndex":
         from safetensors.torch import load_file
 
-        paths = [os.path.join(folder, name) for name in (META_FILE, TENSORS_FILE)]
-        missing = [path for path in paths if not os.path.isfile(path)]
-        if missing:
-            raise SearchError(f"{folder}: not a search index (missing {', '.join(missing)}); build one first")
-        with open(paths[0], encoding="utf-8") as handle:
+        meta_path = os.path.join(folder, META_FILE)
+        if not os.path.isfile(meta_path):
+            raise SearchError(f"{folder}: not a search index (missing {meta_path}); build one first")
+        with open(meta_path, encoding="utf-8") as handle:
             meta = json.load(handle)
         if meta.get("format") != FORMAT_VERSION:
-            raise SearchError(f"{paths[0]}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}")
-        tensors = load_file(paths[1])
-        index = cls(meta["ids"], tensors["embeddings"], tensors["projections"], meta["task"],
-                    meta["model_fingerprint"])
-        if not len(index.ids) == len(index.embeddings) == len(index.projections):
-            raise SearchError(f"{folder}: {len(index.ids)} ids but {len(index.embeddings)} embeddings and "
+            raise SearchError(f"{meta_path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}; "
+                              "rebuild the index")
+        paths = {role: os.path.join(folder, name) for role, name in meta["files"].items()}
+        missing = [path for path in paths.values() if not os.path.isfile(path)]
+        if missing:
+            raise SearchError(f"{folder}: index files missing: {', '.join(missing)}")
+        tensors = load_file(paths["tensors"])
+        index = cls(meta["ids"], tensors["projections"], meta["task"], meta["model_fingerprint"],
+                    flat_embeddings=tensors.get("embeddings"))
+        if meta["ann"]:
+            index.ann = AnnIndex.load(paths["ann"], meta["ann"]["kind"], meta["ann"]["metric"])
+        rows = len(index.ann) if index.ann is not None else len(index.flat_embeddings)
+        if not len(index.ids) == rows == len(index.projections):
+            raise SearchError(f"{folder}: {len(index.ids)} ids but {rows} embeddings and "
                               f"{len(index.projections)} projections")
         return index
+
+
+def _project(model: Any, embeddings: torch.Tensor) -> torch.Tensor:
+    """fp16 IEM passage projections of fp16 embeddings (computed in the model's dtype, on its device)."""
+    with torch.no_grad():
+        return model.project_passages(embeddings.float()).cpu().half()
+
+
+def _check_unique(new_ids: list[str], known_ids: list[str]) -> None:
+    known, seen = set(known_ids), set()
+    for doc in new_ids:
+        if doc in known:
+            raise SearchError(f"id {doc!r} is already in the index")
+        if doc in seen:
+            raise SearchError(f"id {doc!r} appears twice")
+        seen.add(doc)
+
+
+def recall_against(approximate: Hits, exact: Hits) -> float:
+    """Mean over queries of the fraction of the exact hits that ``approximate`` also returns."""
+    found = [len({doc for doc, _ in a} & {doc for doc, _ in e}) / len(e) for a, e in zip(approximate, exact)]
+    return sum(found) / len(found)
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -232,13 +313,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         command.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
         command.add_argument("--corpus", required=name != "query",
                              help="BEIR corpus.jsonl ({_id, title, text}); for query: to print the passages")
-    commands.choices["build"].add_argument("--task", default="asymmetric", help="IEM task the index serves")
+    build = commands.choices["build"]
+    build.add_argument("--task", default="asymmetric", help="IEM task the index serves")
+    build.add_argument("--ann", choices=["hnsw", "ivf"], help="an ANN first stage for --two-stage (faiss)")
+    build.add_argument("--metric", choices=["l2", "ip"], default=DEFAULT_METRIC, help="the ANN index's metric")
     query = commands.choices["query"]
     query.add_argument("--query", action="append", default=[], help="a query text (repeatable)")
     query.add_argument("--queries", help="BEIR queries.jsonl ({_id, text})")
     query.add_argument("--top-k", type=int, default=10)
-    query.add_argument("--two-stage", action="store_true", help="faiss inner-product shortlist, IEM re-scoring")
-    query.add_argument("--candidates", type=int, default=100, help="shortlist size of --two-stage")
+    query.add_argument("--two-stage", action="store_true",
+                       help="first stage (the index's ANN, else flat faiss L2) shortlists, the IEM re-scores")
+    query.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="shortlist depth of --two-stage")
+    query.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="exact search: bf16 shortlisting where fast (auto), or one precision throughout")
+    query.add_argument("--memory-mb", type=float, default=DEFAULT_MEMORY_MB, help="exact search activation budget")
     args = parser.parse_args(argv)
     if args.command == "query" and not (args.query or args.queries):
         parser.error("give --query TEXT and/or --queries FILE")
@@ -250,15 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = load_d2llm(args.model, args.device)
         corpus = read_corpus(args.corpus) if args.corpus else {}
+        if args.command != "query" and not corpus:
+            raise SearchError(f"{args.corpus}: the corpus has no documents")
         if args.command == "build":
-            if not corpus:
-                raise SearchError(f"{args.corpus}: the corpus has no documents")
-            index = SearchIndex.build(model, corpus, args.task, args.batch_size)
+            index = SearchIndex.build(model, corpus, args.task, args.batch_size, ann=args.ann, metric=args.metric)
             index.save(args.index)
             report: Any = {"index": args.index, "documents": len(index)}
         elif args.command == "add":
             index = SearchIndex.load(args.index)
-            added = index.add(model, corpus, args.batch_size)
+            added = _in_file(args.corpus, lambda: index.add(model, corpus, args.batch_size))
             index.save(args.index)
             report = {"index": args.index, "added": added, "documents": len(index)}
         else:
@@ -270,11 +358,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _in_file(path: str, action: Any) -> Any:
+    """Run ``action``; a ``SearchError`` it raises names ``path`` (the file whose rows caused it)."""
+    try:
+        return action()
+    except SearchError as error:
+        raise SearchError(f"{path}: {error}") from None
+
+
 def _query(args: argparse.Namespace, model: Any, corpus: dict[str, str]) -> dict[str, Any]:
     index = SearchIndex.load(args.index)
+    index.check_model(model)
     texts = list(args.query) + (list(read_queries(args.queries).values()) if args.queries else [])
     embedded = index.encode_queries(model, texts, args.batch_size)
-    hits = index.search(model, embedded, args.top_k, two_stage=args.two_stage, candidates=args.candidates)
+    hits = index.search(model, embedded, args.top_k, two_stage=args.two_stage, candidates=args.candidates,
+                        precision=args.precision, memory_mb=args.memory_mb)
     report: dict[str, Any] = {"results": [
         {"query": text, "hits": [{"id": doc, "score": round(score, 4),
                                   **({"text": corpus[doc]} if doc in corpus else {})} for doc, score in found]}

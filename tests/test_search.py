@@ -1,4 +1,5 @@
-"""search.py: exact top-k equals brute force, adding documents encodes only them, save/load, two-stage, CLI."""
+"""search.py: exact top-k equals brute force over the stored projections, adding documents encodes only them,
+save/load, two-stage, CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from evaluation_tiny import CORPUS, save_tiny_d2llm, tiny_d2llm, write_beir, wri
 from tiny import tiny_bert
 from transformers import BertModel
 
-from search import META_FILE, TENSORS_FILE, SearchError, SearchIndex, main
+from search import META_FILE, SearchError, SearchIndex, main
 
 DOCS = {doc: f"{title} {text}".strip() for doc, (title, text) in CORPUS.items()}
 QUERIES = ["what is the capital of france", "where did the cat sit", "what is a banana"]
@@ -27,9 +28,12 @@ def index(model):
 
 
 def brute_force(model, queries, docs, k):
+    """fp32 IEM scores over the fp16-rounded embeddings an index stores."""
     with torch.no_grad():
-        scores = model.similarity(model.encode_query(queries, convert_to_tensor=True),
-                                  model.encode_document(list(docs.values()), convert_to_tensor=True))
+        passages = model.encode_document(list(docs.values()), convert_to_tensor=True).half()
+        projections = model.project_passages(passages.float()).half().float()
+        scores = model.similarity(model.encode_query(queries, convert_to_tensor=True), None,
+                                  passage_projections=projections)
     ids = list(docs)
     best = torch.topk(scores, k, dim=1)
     return [[(ids[i], s) for i, s in zip(row_i, row_s)] for row_i, row_s in zip(best.indices.tolist(),
@@ -73,14 +77,15 @@ def test_adding_documents_encodes_only_the_new_ones(model, monkeypatch):
 
 
 def test_adding_a_known_id_is_refused(model, index):
-    with pytest.raises(SearchError, match="already in the index: \[.d1.\]"):
+    with pytest.raises(SearchError, match="id 'd1' is already in the index"):
         index.add(model, {"d1": "paris again"})
 
 
 def test_save_and_load_round_trip_in_safetensors_and_json(model, index, tmp_path):
     index.save(str(tmp_path / "idx"))
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == sorted([META_FILE, TENSORS_FILE])
-    assert json.loads((tmp_path / "idx" / META_FILE).read_text())["ids"] == list(DOCS)
+    meta = json.loads((tmp_path / "idx" / META_FILE).read_text())
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == sorted([META_FILE, meta["files"]["tensors"]])
+    assert meta["ids"] == list(DOCS) and meta["ann"] is None
     loaded = SearchIndex.load(str(tmp_path / "idx"))
     assert loaded.ids == index.ids and loaded.task == index.task
     assert torch.equal(loaded.embeddings, index.embeddings) and torch.equal(loaded.projections, index.projections)
@@ -141,7 +146,8 @@ def test_index_from_precomputed_embeddings_searches_exactly(model):
     passages, queries = torch.randn(50, model.config.embedding_size), torch.randn(4, model.config.embedding_size)
     index = SearchIndex.from_embeddings(model, [f"p{i}" for i in range(50)], passages)
     with torch.no_grad():
-        best = torch.topk(model.similarity(queries, passages), 5, dim=1)
+        stored = model.project_passages(passages.half().float()).half().float()
+        best = torch.topk(model.similarity(queries, None, passage_projections=stored), 5, dim=1)
     expected = [[(f"p{i}", s) for i, s in zip(row_i, row_s)]
                 for row_i, row_s in zip(best.indices.tolist(), best.values.tolist())]
     assert_same_hits(index.search(model, queries, top_k=5), expected)
