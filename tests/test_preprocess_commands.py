@@ -37,7 +37,8 @@ def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches_at_its_
 
     output = tmp_path / "scored"
     score.main(["--input", str(mined), "--output", str(output), "--teacher", str(model_dir), "--adapter",
-                str(adapter), "--batch-size", "3", "--shard-batches", "1"])
+                str(adapter), "--batch-size", "3", "--shard-batches", "1", "--dtype", "float32"])
+    assert json.loads((output / score.RUN_FILE).read_text())["compute"]["dtype"] == "float32"
     scored = load_from_disk(str(output))
     assert scored.features == SCORED_BATCH_FEATURES and len(scored) == 2
 
