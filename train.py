@@ -33,6 +33,7 @@ from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from bi_encoder import BELLM_PROMPT, BiEncoder
+from data_collator import ScoredBatchError
 from head_warmup import run_head_warmup
 from modeling_d2llm import D2LLMModel
 from trainer_bi_encoder import BiEncoderTrainer
@@ -271,8 +272,15 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2L
 
 
 def main(argv: Sequence[str] | None = None) -> D2LLMTrainer | BiEncoderTrainer:
-    return run(*parse_arguments(argv))
+    model_args, data_args, training_args = parse_arguments(argv)
+    try:
+        return run(model_args, data_args, training_args)
+    except ScoredBatchError as error:  # name the file: the message names the batch, row and column
+        raise ScoredBatchError(f"{data_args.train_dataset}: {error}") from None
 
 
 if __name__ == "__main__":
-    main()
+    from cli_errors import run_command
+    from token_state_cache import CacheMismatchError
+
+    run_command(main, ScoredBatchError, CacheMismatchError, FileNotFoundError)

@@ -245,4 +245,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cli_errors import run_command
+    from preprocess.readers import DataError
+
+    run_command(main, DataError, FileNotFoundError)

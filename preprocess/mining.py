@@ -294,4 +294,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cli_errors import run_command
+
+    run_command(main, DataError, FileNotFoundError)
