@@ -80,6 +80,9 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=2)
     parser.add_argument("--student-epochs", type=int, default=3)
     parser.add_argument("--train-config", default=str(REPO / "configs" / "main_job.yaml"))
+    parser.add_argument("--teacher-dtype", default="float32", choices=("auto", "float32", "bfloat16"),
+                        help="teacher adaptation and scoring; float32 keeps the demo's metrics the same on every CPU, "
+                             "auto runs bf16 where the hardware is fast at it")
     args = parser.parse_args()
 
     work = (REPO / args.workdir).resolve()
@@ -110,10 +113,10 @@ def main() -> None:
     run("adapt teacher", adapter, lambda out: [
         PYTHON, "-m", "preprocess.adapt_teacher", "--teacher", teacher, "--output", out, "--train-pairs", args.pairs,
         "--train-mined", str(mined_r), "--dev-pairs", args.pairs_test, "--epochs", str(args.teacher_epochs),
-        "--batch-size", "8", "--lr", "5e-4"], log)
+        "--batch-size", "8", "--lr", "5e-4", "--dtype", args.teacher_dtype], log)
     run("score", scored, lambda out: [
         PYTHON, "-m", "preprocess.score", "--input", str(mined_r), str(mined_p), "--output", out, "--teacher", teacher,
-        "--adapter", str(adapter), "--batch-size", str(args.batch_size),
+        "--adapter", str(adapter), "--batch-size", str(args.batch_size), "--dtype", args.teacher_dtype,
         "--drop-last"], log)  # every stored batch must have B queries: train.py refuses a short one
     run("distil", model, lambda out: [
         *ACCELERATE_ONE_PROCESS, "train.py", args.train_config, "--model_name_or_path", student, "--train_dataset",
