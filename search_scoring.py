@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from hardware import fast_bf16
+
 DEFAULT_MEMORY_MB = 512
 RESCORE_MARGIN = 64
 _BF16_FAST: dict[str, bool] = {}
@@ -24,18 +26,13 @@ _BF16_FAST: dict[str, bool] = {}
 def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
     """True where bf16 GEMMs run clearly faster than fp32 (measured once per device type).
 
-    CUDA: any GPU that supports bf16. CPU: oneDNN must report bf16 support (AVX512 / AMX) and a
-    ``[4096, 512] x [512, 512]`` bf16 matmul must run at least 1.5x as fast as the fp32 one, here and now:
-    AVX2-only CPUs emulate bf16 and run it slower than fp32.
+    The hardware must have a fast bf16 path (``hardware.fast_bf16``: a GPU with bf16, a CPU with AMX or
+    AVX512-BF16), and on a CPU a ``[4096, 512] x [512, 512]`` bf16 matmul must also run at least 1.5x as fast as
+    the fp32 one, here and now (the add/relu passes around the GEMM eat part of a smaller gain).
     """
     kind = torch.device(device).type
     if kind not in _BF16_FAST:
-        if kind == "cuda":
-            _BF16_FAST[kind] = torch.cuda.is_bf16_supported()
-        elif kind == "cpu":
-            _BF16_FAST[kind] = torch.ops.mkldnn._is_mkldnn_bf16_supported() and _measured_bf16_speedup() >= 1.5
-        else:
-            _BF16_FAST[kind] = False
+        _BF16_FAST[kind] = fast_bf16(kind) and (kind != "cpu" or _measured_bf16_speedup() >= 1.5)
     return _BF16_FAST[kind]
 
 

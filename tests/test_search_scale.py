@@ -11,6 +11,7 @@ import pytest
 import torch
 from evaluation_tiny import save_tiny_d2llm, tiny_d2llm, write_beir, write_jsonl
 
+import hardware
 import search_scoring
 from search import META_FILE, SearchError, SearchIndex, main
 from search_ann import AnnIndex
@@ -68,7 +69,7 @@ def test_chunk_size_follows_the_memory_budget():
 
 def test_auto_precision_uses_bf16_only_where_measured_faster(monkeypatch):
     monkeypatch.setattr(search_scoring, "_BF16_FAST", {})
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     monkeypatch.setattr(search_scoring, "_measured_bf16_speedup", lambda: 0.2)  # an AVX2 CPU emulating bf16
     assert search_scoring.compute_dtype("auto", "cpu") == torch.float32
     monkeypatch.setattr(search_scoring, "_BF16_FAST", {})
