@@ -74,7 +74,7 @@ def cached_collator(model: Any, train_dataset: Any, cache_dir: str | os.PathLike
 
     state = PartialState()
     base = D2LLMDataCollator.from_model(model)
-    texts = collator_texts(train_dataset, base.query_instructions, base.passage_instructions)
+    texts = collator_texts(train_dataset, base)
     compute = resolve_dtype(dtype, next(model.parameters()).device)
     was_training = model.training
     model.eval()

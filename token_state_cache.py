@@ -43,17 +43,10 @@ class CacheMismatchError(ValueError):
     """A cache folder built from another dataset, backbone, tokenizer, layer, token limit or dtype."""
 
 
-def collator_texts(rows: Iterable[Mapping[str, Any]], query_instructions: Mapping[str, str],
-                   passage_instructions: Mapping[str, str]) -> list[str]:
-    """Every distinct text of the scored batches, with its task's instruction as the collator prepends it; sorted."""
-    texts: set[str] = set()
-    for row in rows:
-        query_prefix = query_instructions.get(row["task"], "")
-        passage_prefix = passage_instructions.get(row["task"], "")
-        texts.update(query_prefix + text for text in row["queries"])
-        texts.update(passage_prefix + text for text in row["positives"])
-        texts.update(passage_prefix + text for negatives in row["negatives"] for text in negatives)
-    return sorted(texts)
+def collator_texts(rows: Iterable[Mapping[str, Any]], collator: Any) -> list[str]:
+    """Every distinct text of the scored batches exactly as ``collator.texts(row)`` feeds it (instructions
+    prepended); sorted."""
+    return sorted({text for row in rows for text in collator.texts(row)})
 
 
 def backbone_digest(model: Any) -> str:

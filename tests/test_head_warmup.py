@@ -45,7 +45,7 @@ def test_one_warmup_step_on_cached_states_matches_an_end_to_end_step_with_the_ba
     args = D2LLMTrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[])
     trainer = D2LLMTrainer(model=model, args=args, train_dataset=dataset)
     base = D2LLMDataCollator.from_model(model)
-    texts = collator_texts(dataset, base.query_instructions, base.passage_instructions)
+    texts = collator_texts(dataset, base)
     cached = CachedStatesCollator(base, build_cache(model, texts, tmp_path / "cache", FLOAT32, half=half,
                                                     piece_size=16))
     for row in dataset:
@@ -61,7 +61,7 @@ def test_one_warmup_step_on_cached_states_matches_an_end_to_end_step_with_the_ba
 
 def test_a_cache_of_another_backbone_token_limit_or_dataset_is_refused(tmp_path):
     model = _frozen_student()
-    texts = collator_texts(scored_dataset(num_batches=2, tasks=TASKS), {}, {})
+    texts = collator_texts(scored_dataset(num_batches=2, tasks=TASKS), D2LLMDataCollator(model.tokenizer, TASKS))
     build_cache(model, texts, tmp_path / "cache", FLOAT32)
     stamp = (tmp_path / "cache" / CACHE_FILE).stat().st_mtime_ns
     assert len(build_cache(model, texts, tmp_path / "cache", FLOAT32)) == len(texts)  # reused, not rebuilt
@@ -78,7 +78,7 @@ def test_a_cache_of_another_backbone_token_limit_or_dataset_is_refused(tmp_path)
 
 def test_a_killed_cache_build_resumes_from_its_finished_pieces(tmp_path, monkeypatch):
     model = _frozen_student()
-    texts = collator_texts(scored_dataset(num_batches=3, tasks=TASKS), {}, {})
+    texts = collator_texts(scored_dataset(num_batches=3, tasks=TASKS), D2LLMDataCollator(model.tokenizer, TASKS))
     whole = build_cache(model, texts, tmp_path / "whole", FLOAT32, piece_size=8)
     build_cache(model, texts, tmp_path / "cache", FLOAT32, piece_size=8)
     pieces = sorted((tmp_path / "cache").glob("piece-*.safetensors"))
