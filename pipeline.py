@@ -17,17 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from stages import build_once
+
 REPO = Path(__file__).resolve().parent
 PYTHON = sys.executable
 DEMO = REPO / "data" / "demo"
-PARTIAL_DIR = ".partial"
 # ``accelerate launch`` as one process without an accelerate config file; the script and its options follow
 ACCELERATE_ONE_PROCESS = [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
                           "--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -45,26 +45,19 @@ def export_backbone(source: str, target: Path) -> None:
 
 
 def run(stage: str, output: Path, command: Callable[[str], list[str]], log: list[tuple[str, float]]) -> None:
-    """Run ``command(partial)``, which writes the stage's output to ``partial``, then rename ``partial`` to ``output``.
+    """Run ``command(partial)``, which writes the stage's output to ``partial`` (``stages.build_once``: renamed to
+    ``output`` when the command succeeded, redone when it was killed). The stage's wall time goes to ``log``."""
 
-    A stage counts as done only once its output exists, and the output appears in one rename after the command
-    succeeded: a stage killed midway leaves ``partial`` (under ``WORKDIR/.partial``), which the next run removes
-    before doing the stage again. The stage's wall time goes to ``log``.
-    """
-    if output.exists():
+    def build(partial: Path) -> None:
+        arguments = command(str(partial))
+        print(f"\n[{stage}] $ {shlex.join(arguments)}", flush=True)
+        subprocess.run(arguments, cwd=REPO, check=True)
+
+    seconds = build_once(output, build)
+    if seconds is None:
         print(f"[{stage}] done already: {output}", flush=True)
-        return
-    partial = output.parent / PARTIAL_DIR / output.name  # same base name: a model card's title stays right
-    if partial.is_dir():
-        shutil.rmtree(partial)
-    partial.unlink(missing_ok=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    arguments = command(str(partial))
-    print(f"\n[{stage}] $ {shlex.join(arguments)}", flush=True)
-    start = time.perf_counter()
-    subprocess.run(arguments, cwd=REPO, check=True)
-    os.replace(partial, output)
-    log.append((stage, time.perf_counter() - start))
+    else:
+        log.append((stage, seconds))
 
 
 def main() -> None:

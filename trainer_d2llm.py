@@ -31,7 +31,7 @@ TRAINING_ARGS_FILE = "training_args.json"
 LOSS_COMPONENTS = ("ci_inbatch", "ci_hard", "ri_pearson", "ri_pairwise", "fi", "kd")
 DIAGNOSTICS = ("logits_hard_mean", "logits_hard_std", "logits_inbatch_mean", "logits_inbatch_std",
                "positive_weight_lowest_share")
-HARD_WEIGHTINGS = ("spec", "log_prior")
+HARD_WEIGHTINGS = ("spec", "log_prior", "none")
 _EPS = 1e-12
 
 
@@ -75,12 +75,15 @@ def _hard_weights(teacher_hard: torch.Tensor) -> torch.Tensor:
 def _hard_contrastive(student_hard: torch.Tensor, teacher_hard: torch.Tensor, tau: float,
                       weighting: str = "spec") -> torch.Tensor:
     """``spec``: ``mean_i -log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]``;
-    ``log_prior``: ``mean_i -log softmax_k(Z_h[i, :] / tau + log W[i, :])[0]`` (W floored at 1e-12)."""
+    ``log_prior``: ``mean_i -log softmax_k(Z_h[i, :] / tau + log W[i, :])[0]`` (W floored at 1e-12);
+    ``none``: ``mean_i -log softmax_k(Z_h[i, :] / tau)[0]``, plain InfoNCE on the gold labels (no teacher)."""
     weights = _hard_weights(teacher_hard)
     if weighting == "spec":
         weighted = weights * student_hard.float() / tau
     elif weighting == "log_prior":
         weighted = student_hard.float() / tau + weights.clamp_min(_EPS).log()
+    elif weighting == "none":
+        weighted = student_hard.float() / tau
     else:
         raise ValueError(f"hard weighting must be one of {HARD_WEIGHTINGS}, got {weighting!r}")
     return -F.log_softmax(weighted, dim=1)[:, 0].mean()
@@ -360,7 +363,8 @@ class D2LLMTrainingArguments(TrainingArguments):
     kd_student_temperature: float = field(default=1.0, metadata={"help": "tau_S of the listwise distillation term."})
     hard_weighting: str = field(default="spec", metadata={
         "help": "spec (softmax of W * Z_h / tau_hard, as the paper writes it) or log_prior (softmax of "
-                "Z_h / tau_hard + log W: unchanged when all of a query's logits move together)."})
+                "Z_h / tau_hard + log W: unchanged when all of a query's logits move together) or none (softmax of "
+                "Z_h / tau_hard: the gold labels alone, no teacher weights)."})
     bi_encoder_temperature: float = field(default=0.05, metadata={
         "help": "objective bi-encoder: temperature of its InfoNCE and AnglE terms."})
     ibn_weight: float = field(default=1.0, metadata={"help": "objective bi-encoder: weight of in-batch InfoNCE."})

@@ -313,6 +313,17 @@ def test_log_prior_hard_weighting_matches_loop(seed, rows, negatives):
     assert got.item() == pytest.approx(want, rel=1e-6)
 
 
+@pytest.mark.parametrize("seed,rows,negatives", [(0, 4, 3), (3, 3, 2)])
+def test_unweighted_hard_term_is_infonce_on_the_gold_labels(seed, rows, negatives):
+    z_ib, z_h, s_h, *_ = _random_case(seed, rows, negatives)
+    got = contrastive_imitation_loss(z_ib, z_h, s_h, alpha=1.0, tau_hard=0.5, hard_weighting="none")
+    uniform = [[1.0] + [0.0] * negatives for _ in range(rows)]  # W = 1 everywhere, whatever the teacher said
+    want = loop_contrastive(z_ib.tolist(), z_h.tolist(), uniform, tau_h=0.5)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    other_teacher = contrastive_imitation_loss(z_ib, z_h, s_h.flip(1), alpha=1.0, tau_hard=0.5, hard_weighting="none")
+    assert other_teacher.item() == pytest.approx(got.item(), rel=1e-6)
+
+
 def test_spec_hard_term_falls_when_a_row_sinks_but_log_prior_does_not():
     # the positive's weight is the row's smallest: W = [0.4, 0.9, 0.8]
     z_ib = torch.zeros(1, 1)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pipeline
+import stages
 
 REPO = Path(__file__).resolve().parents[1]
 WRITE = "import os, sys; os.makedirs(sys.argv[1]); open(os.path.join(sys.argv[1], 'part'), 'w').write('{}')"
@@ -25,7 +26,7 @@ def test_a_stage_killed_midway_is_done_again_and_a_finished_one_is_skipped(tmp_p
                      {WRITE.format('half')!r} + "; import time; time.sleep(120)", out], [])
     """)
     process = subprocess.Popen([sys.executable, "-c", killed], cwd=REPO, start_new_session=True)
-    partial = tmp_path / pipeline.PARTIAL_DIR / "stage_output" / "part"
+    partial = tmp_path / stages.PARTIAL_DIR / "stage_output" / "part"
     deadline = time.time() + 60
     while not partial.exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -37,6 +38,6 @@ def test_a_stage_killed_midway_is_done_again_and_a_finished_one_is_skipped(tmp_p
     log: list[tuple[str, float]] = []
     pipeline.run("slow", output, lambda out: [sys.executable, "-c", WRITE.format("whole"), out], log)
     assert (output / "part").read_text() == "whole" and [stage for stage, _ in log] == ["slow"]
-    assert not (tmp_path / pipeline.PARTIAL_DIR / "stage_output").exists()
+    assert not (tmp_path / stages.PARTIAL_DIR / "stage_output").exists()
     pipeline.run("slow", output, lambda out: [sys.executable, "-c", "raise SystemExit(1)"], log)  # skipped
     assert len(log) == 1 and (output / "part").read_text() == "whole"

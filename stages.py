@@ -1,0 +1,43 @@
+"""Resumable stages: an output is built in a temporary place and renamed into place only when it is complete.
+
+A stage counts as done when its output exists. Because the output appears in one rename after ``build`` returned,
+a stage killed midway leaves only its temporary folder (``PARENT/.partial/NAME``), which the next run removes
+before it builds the stage again: a half-written output is never taken for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PARTIAL_DIR = ".partial"
+
+
+def partial_path(output: Path) -> Path:
+    """Where ``output`` is built: ``PARENT/.partial/NAME`` (same base name, so a model card's title stays right)."""
+    return output.parent / PARTIAL_DIR / output.name
+
+
+def build_once(output: Path, build: Callable[[Path], None]) -> float | None:
+    """Build ``output`` unless it exists; returns the seconds ``build`` took, or None when it was done already.
+
+    ``build(partial)`` writes the whole output (a file or a folder) at ``partial``; it is renamed to ``output``
+    when ``build`` returns. Whatever an earlier, killed build left at ``partial`` is removed first.
+    """
+    output = Path(output)
+    if output.exists():
+        return None
+    partial = partial_path(output)
+    if partial.is_dir():
+        shutil.rmtree(partial)
+    partial.unlink(missing_ok=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    build(partial)
+    if not partial.exists():
+        raise RuntimeError(f"stage {output} finished without writing {partial}")
+    os.replace(partial, output)
+    return time.perf_counter() - start
