@@ -1,47 +1,37 @@
-"""Quality benchmark: the adapted teacher, the D2LLM student and its ablations, a cosine bi-encoder on the
-same backbone and all-MiniLM-L6-v2, on STS-B, NLI and SciFact, from the same training data and hard negatives.
+"""Quality at scale: does the distilled student beat a same-data bi-encoder and approach its teacher?
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_quality.py [--data ../shared/data] [--work outputs/bench_quality]
-        [--report benchmarks/results/bench_quality] [sizes, see --help]
+    OMP_NUM_THREADS=2 python benchmarks/bench_quality.py --work /tmp/bench_quality [--report docs/results/quality]
 
-Stages, each one of the project's own commands or functions, each skipped when its output exists (outputs are
-built under a ``.partial`` name and renamed when complete), so a killed run started again resumes:
+Every stage is one of the project's own commands (or, for evaluation, ``evaluate_model``'s code in a child process)
+and is built with ``stages.build_once``: its output appears in one rename when it is complete, so a killed run
+started again resumes from its finished stages and recomputes nothing. ``WORK/results.json`` records the settings,
+each stage's seconds and each (row, task) result as soon as it is known. ``--report-only`` rewrites the report from
+what WORK holds.
 
-1. export: the embedded SmolLM2-135M-Instruct GGUF unpacked once (teacher and every LLM backbone);
-2. read: seeded samples of STS-B train pairs with score >= ``--sts-threshold`` (symmetric), SICK train entailment
-   pairs (symmetric; the NLI evaluation uses SNLI dev, so training and evaluation data are disjoint) and SciFact
-   train qrels (asymmetric);
-3. mine: K hard negatives per example (BM25 + all-MiniLM-L6-v2);
-4. adapt: LoRA yes/no adaptation of the teacher on STS-B train graded pairs and the mined SICK and SciFact examples;
-5. score: teacher-scored fixed batches of B queries, all three sets together (one task per batch);
-6. train: ONE D2LLM student on all the scored batches (``train.py``, ``configs/main_job.yaml``), the ablations
-   (no FI: ``--eta 0``; no RI: ``--beta 0 --gamma 0``; mean pooling instead of PMA: ``--pooling mean``), a
-   variant whose PMA starts as the mean (``--pma_init mean``), and a
-   cosine bi-encoder (``train.py --objective bi-encoder --angle_weight 0``: mean pooling, InfoNCE over the same
-   batches' queries, positives and hard negatives at the students' in-batch temperature; same backbone, LoRA,
-   learning rate, schedule and number of steps);
-7. evaluate (``evaluate_model.py``'s code path): STS-B test Spearman, SNLI dev average precision of entailment, SciFact
-   test NDCG@10 over a corpus slice (every judged document of the sampled queries plus seeded random others; the
-   teacher reranks the BM25 top ``--rerank-depth`` of that slice). Each (model, task) result is written to
-   ``WORK/results.json`` as soon as it is measured.
+Data (seeded with ``--seed``):
 
-Default sizes (seeded; chosen from a measured small run): 48 STS-B + 48 SICK + 36 SciFact training examples, K = 3,
-B = 8 (12 symmetric + 4 asymmetric scored batches), one epoch; teacher LoRA on at most 32 rows of each source (10
-steps of 16); 300 STS-B test pairs, 300 SNLI dev pairs, 50 SciFact test queries over 250 documents, teacher
-reranking depth 20. Measured on the 2-core CPU: export, mining, teacher adaptation and scoring 14 min on a quiet
-machine; then, with another developer's jobs on the same cores, about 15 min to train and 8 min to evaluate each
-SmolLM2 model, so the whole run takes 1 to 2.5 hours depending on the load. Most of the time goes to long SciFact
-passages through the 135M-parameter backbone. These sizes are far too small for a good teacher: with
-``--teacher-pairs 2400 --teacher-bf16`` (161 steps of 16, 48 min) it reaches STS-B test Spearman 0.76 (README,
-run 3), and then the students need more than one epoch (``--epochs``).
+* training queries: STS-B train pairs with score >= 4, SICK train entailment pairs and the entailment pairs of one
+  half of SNLI dev (split by premise); ``--per-source`` of each, K = ``--negatives`` mined hard negatives
+  (BM25 + all-MiniLM-L6-v2), cut into teacher-scored batches of B = ``--batch-size`` queries;
+* NLI test: every pair of the other half of SNLI dev (average precision of entailment);
+* STS-B test: all 1,379 pairs (Spearman), plus the student-teacher agreement (Spearman between a row's scores and
+  the teacher's on those pairs);
+* SciFact: ``--scifact-queries`` test queries over a corpus slice (every judged document plus seeded others).
 
-Models are trained and evaluated in child processes (``train.py`` with activation checkpointing, every evaluation
-in a spawned process), so this process stays small: two models in memory at once do not fit
-next to other work on a 23 GB machine.
+Stages: export SmolLM2 -> split SNLI dev -> read and mine each source -> adapt the teacher (LoRA, short prompts,
+STS-B graded pairs + the mined SICK / SNLI examples) -> score (in-batch scores included) -> learning-curve subsets
+-> train and evaluate every row -> SciFact: BM25 alone, a teacher adapted on SciFact train, the main rows.
 
-At the end: a markdown table (ratio of each student row to the teacher, difference from the bi-encoder in points,
-verdicts on the targets: >= 95 % of the teacher and >= +3 points over the bi-encoder, per task), the stage times,
-the total wall time and the command, printed and written to ``--report`` ``.json`` and ``.md``.
+Rows (``ROWS``): the teacher; D2LLM students trained on the heads alone (PMA + IEM on the frozen backbone, its token
+states cached once: ``--heads-epochs`` epochs), with SPEC's losses, with listwise KD, without the in-batch pairwise
+term and on the gold labels alone (no teacher); D2LLM students trained end to end with LoRA for ``--epochs`` (SPEC
+losses, with and without the head warm-up first); the same-backbone bi-encoder (mean pooling, cosine, InfoNCE over
+the same queries, positives and hard negatives, LoRA, ``--epochs``); all-MiniLM-L6-v2. The learning curve repeats
+the SPEC heads student and the bi-encoder on the first ``--curve`` queries.
+
+At the end: the table (metrics, student - bi-encoder in points, the share of the bi-encoder-to-teacher gap closed,
+the verdicts on both targets), the learning curve as a PNG, the stage times and the total wall time, written to
+``REPORT.md``, ``REPORT.json`` and ``REPORT.png``.
 """
 
 from __future__ import annotations
@@ -52,7 +42,6 @@ import multiprocessing
 import os
 import random
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -64,39 +53,55 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evaluation.loaders import RetrievalData  # noqa: E402
+from stages import build_once  # noqa: E402
 
 PYTHON = sys.executable
 TRAIN_CONFIG = REPO / "configs" / "main_job.yaml"
-
-# task -> (column title, metric key in evaluate_model.py's result)
-TASKS: dict[str, tuple[str, str]] = {
+ACCELERATE_ONE_PROCESS = [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no"]
+SOURCES = ("stsb", "sick", "snli")
+TASKS: dict[str, tuple[str, str]] = {  # task -> (column title, metric key)
     "sts": ("STS-B Spearman", "spearman"),
     "nli": ("NLI AP", "average_precision"),
     "scifact": ("SciFact NDCG@10", "ndcg_at_10"),
 }
-MODELS: dict[str, str] = {
-    "teacher": "adapted teacher (cross-encoder, the ceiling)",
-    "d2llm": "D2LLM student (PMA + IEM, CI + RI + FI)",
-    "no_fi": "student without FI",
-    "no_ri": "student without RI",
-    "mean_pool": "student, mean pooling instead of PMA",
-    "pma_mean_init": "student, PMA started as the mean (--pma_init mean)",
-    "bi_encoder": "bi-encoder, same backbone (mean pooling, cosine, InfoNCE)",
-    "minilm": "all-MiniLM-L6-v2 (cosine, off the shelf)",
-}
-# student rows -> train.py options on top of configs/main_job.yaml
-STUDENTS: dict[str, list[str]] = {
-    "d2llm": [],
-    "no_fi": ["--eta", "0"],
-    "no_ri": ["--beta", "0", "--gamma", "0"],
-    "mean_pool": ["--pooling", "mean"],
-    "pma_mean_init": ["--pma_init", "mean"],
+POINTS_TARGET = 3.0  # student >= bi-encoder + 3 points (metric x 100)
+GAP_TARGET = 0.5  # student closes >= half of the bi-encoder-to-teacher gap
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model of the table: ``kind`` is how it is trained (``heads``: PMA + IEM on cached frozen states;
+    ``end_to_end``: LoRA + heads; ``bi_encoder``; ``none``: used as it is)."""
+
+    label: str
+    kind: str
+    options: tuple[str, ...] = ()
+    student: bool = False
+    warmup: bool = False  # end_to_end only: the heads are first trained alone, as in the heads rows
+
+
+HEADS_KD = ("--kd_weight", "1", "--kd_teacher_temperature", "1", "--kd_student_temperature", "0.05")
+ROWS: dict[str, Row] = {
+    "teacher": Row("adapted teacher (cross-encoder, the ceiling)", "none"),
+    "heads_spec": Row("student, heads only, SPEC losses", "heads", student=True),
+    "heads_kd": Row("student, heads only, SPEC losses + listwise KD", "heads", HEADS_KD, student=True),
+    "heads_no_pairwise": Row("student, heads only, without the in-batch pairwise term", "heads", ("--gamma", "0"),
+                             student=True),
+    "heads_gold": Row("student architecture, heads only, gold labels alone (no teacher)", "heads",
+                      ("--hard_weighting", "none", "--beta", "0", "--gamma", "0", "--eta", "0"), student=True),
+    "e2e_warmup": Row("student, head warm-up then end to end (LoRA), SPEC losses", "end_to_end", student=True,
+                      warmup=True),
+    "e2e_spec": Row("student, end to end (LoRA) from a fresh head, SPEC losses", "end_to_end", student=True),
+    "bi_encoder": Row("bi-encoder, same backbone (mean pooling, cosine, InfoNCE, LoRA)", "bi_encoder"),
+    "minilm": Row("all-MiniLM-L6-v2 (off the shelf)", "none"),
 }
 # the headline rows first, so that a run cut short has them
-RUN_ORDER = ("d2llm", "bi_encoder", "minilm", "teacher", "pma_mean_init", "no_fi", "no_ri", "mean_pool")
-RATIO_TARGET = 0.95  # student >= 95 % of the teacher's metric
-POINTS_TARGET = 3.0  # student >= bi-encoder + 3 points (metric x 100)
-TRAIN_SETS = ("stsb", "sick", "scifact")
+RUN_ORDER = ("teacher", "minilm", "heads_spec", "bi_encoder", "heads_kd", "heads_no_pairwise", "heads_gold",
+             "e2e_warmup", "e2e_spec")
+CURVE_ROWS = ("heads_spec", "bi_encoder")
+SCIFACT_ROWS = ("bm25", "teacher_scifact", "heads_spec", "bi_encoder", "minilm")
+SCIFACT_LABELS = {"bm25": "BM25 alone", "teacher_scifact": "teacher adapted on SciFact train, reranking BM25"}
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -104,53 +109,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--data", default="../shared/data", help="the shared data folder, holding en/... (relative: to the repo)")
-    add("--work", default="outputs/bench_quality", help="every stage's output, results.json (relative: to the repo)")
-    add("--report", default="benchmarks/results/bench_quality", help="final table: REPORT.json and REPORT.md")
-    add("--report-only", action="store_true",
-        help="write the report of what WORK holds so far (missing numbers are n/a) and run nothing")
+    add("--work", default="outputs/bench_quality", help="every stage's output and results.json")
+    add("--report", default="docs/results/quality", help="REPORT.md, REPORT.json and REPORT.png")
+    add("--report-only", action="store_true", help="write the report of what WORK holds and run nothing")
     add("--backbone", help="causal-LM folder for teacher and students (default: export the embedded SmolLM2)")
-    group = parser.add_argument_group("training data (seeded samples)")
-    group.add_argument("--sts-train", type=int, default=48, help="STS-B train positive pairs")
-    group.add_argument("--sts-threshold", type=float, default=4.0, help="STS-B pair is positive when score >= this")
-    group.add_argument("--nli-train", type=int, default=48, help="SICK train entailment pairs")
-    group.add_argument("--scifact-train", type=int, default=36, help="SciFact train (query, relevant doc) pairs")
-    group.add_argument("--negatives", type=int, default=3, help="K hard negatives per query")
-    group.add_argument("--batch-size", type=int, default=8, help="B queries per scored batch")
-    group.add_argument("--mining-methods", nargs="+", default=["bm25", "dense"], choices=("bm25", "dense"))
-    group.add_argument("--max-tokens", type=int, default=128,
-                       help="tokens per text for teacher (query and passage), students and bi-encoder")
-    group = parser.add_argument_group("teacher adaptation")
-    group.add_argument("--teacher-pairs", type=int, default=32,
-                       help="STS-B train graded pairs (also caps each mined set) for the teacher's LoRA")
+    add("--seed", type=int, default=0)
+    group = parser.add_argument_group("training data")
+    group.add_argument("--per-source", type=int, default=700, help="training queries drawn from each source")
+    group.add_argument("--negatives", type=int, default=3, help="K mined hard negatives per query")
+    group.add_argument("--batch-size", type=int, default=8, help="B queries per teacher-scored batch")
+    group.add_argument("--max-tokens", type=int, default=128, help="tokens per text, teacher and students")
+    group.add_argument("--curve", type=int, nargs="*", default=[256, 1024], help="learning-curve sizes (queries)")
+    group = parser.add_argument_group("teacher")
+    group.add_argument("--teacher-pairs", type=int, default=1200, help="STS-B train graded pairs for its LoRA")
     group.add_argument("--teacher-epochs", type=float, default=1.0)
     group.add_argument("--teacher-lr", type=float, default=5e-4)
-    group.add_argument("--teacher-batch-size", type=int, default=16)
-    group.add_argument("--teacher-bf16", action="store_true",
-                       help="bfloat16 autocast in the adaptation (faster on CPUs with AMX and on GPUs)")
+    group.add_argument("--prompt-preset", default="short", choices=("short", "spec"))
     group = parser.add_argument_group("students and bi-encoder")
-    group.add_argument("--epochs", type=float, default=1.0, help="passes over the scored batches (every model)")
-    group.add_argument("--bi-pooling", default="mean", choices=("mean", "last"))
-    group = parser.add_argument_group("evaluation (seeded samples)")
-    group.add_argument("--sts-eval", type=int, default=300, help="STS-B test pairs")
-    group.add_argument("--nli-eval", type=int, default=300, help="SNLI dev pairs")
-    group.add_argument("--scifact-queries", type=int, default=50, help="SciFact test queries")
-    group.add_argument("--scifact-docs", type=int, default=250, help="SciFact corpus slice (judged docs included)")
+    group.add_argument("--heads-epochs", type=float, default=4.0, help="epochs of the heads-only rows and warm-up")
+    group.add_argument("--epochs", type=float, default=1.0, help="end-to-end epochs (LoRA rows, bi-encoder)")
+    group = parser.add_argument_group("SciFact")
+    group.add_argument("--scifact-train", type=int, default=809, help="SciFact train queries for the teacher")
+    group.add_argument("--scifact-queries", type=int, default=100, help="SciFact test queries")
+    group.add_argument("--scifact-docs", type=int, default=1000, help="corpus slice (judged documents included)")
     group.add_argument("--rerank-depth", type=int, default=20, help="teacher: BM25 documents reranked per query")
-    add("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.data = str((REPO / args.data).resolve())
     if args.backbone:
         args.backbone = str((REPO / args.backbone).resolve())
     return args
-
-
-LATER_SETTINGS = {"teacher_bf16": False}
-"""Settings added after work folders had been written, with the value those folders were run with."""
-
-
-def recorded_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a ledger's data, completed with ``LATER_SETTINGS`` it predates."""
-    return {**LATER_SETTINGS, **data["settings"]}
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -161,10 +148,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- bookkeeping
 @dataclass
 class Ledger:
-    """``WORK/results.json``: settings, stage seconds, per-(model, task) results, wall time of every invocation.
-
-    Rewritten after every change, so a killed run keeps what it finished and a resumed run reports it all.
-    """
+    """``WORK/results.json``: settings, stage seconds, results, the wall time of every invocation; rewritten after
+    every change, so a killed run keeps what it finished."""
 
     path: Path
     data: dict[str, Any]
@@ -175,7 +160,6 @@ class Ledger:
         path = work / "results.json"
         data = json.loads(path.read_text()) if path.exists() else {
             "settings": settings, "stage_seconds": {}, "results": {}, "invocations": []}
-        data["settings"] = recorded_settings(data)
         if data["settings"] != settings:
             raise SystemExit(f"{path} holds a run with other settings {data['settings']}: use another --work")
         data["invocations"].append({"command": command, "seconds": 0.0})
@@ -187,17 +171,17 @@ class Ledger:
         self.data["invocations"][-1]["seconds"] = round(time.perf_counter() - self.started, 1)
         write_json(self.path, self.data)
 
-    def stage_done(self, stage: str, seconds: float) -> None:
-        self.data["stage_seconds"][stage] = round(seconds, 1)
-        self.save()
-
-    @property
-    def results(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return self.data["results"]
-
-    def add_result(self, model: str, task: str, result: dict[str, Any]) -> None:
-        self.results.setdefault(model, {})[task] = result
-        self.save()
+    def stage(self, name: str, output: Path, build: Callable[[Path], None]) -> Path:
+        """``stages.build_once`` with the stage's seconds recorded; returns ``output``."""
+        print(f"\n[{name}] -> {output}", flush=True)
+        seconds = build_once(output, build)
+        if seconds is None:
+            print(f"[{name}] done already", flush=True)
+        else:
+            self.data["stage_seconds"][name] = round(seconds, 1)
+            self.save()
+            print(f"[{name}] {seconds:.0f} s", flush=True)
+        return output
 
     @property
     def total_seconds(self) -> float:
@@ -205,7 +189,7 @@ class Ledger:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file renamed into place (a file that exists is complete)."""
+    """JSON through a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
@@ -218,416 +202,430 @@ def sh(command: Sequence[str]) -> None:
     subprocess.run(list(command), cwd=REPO, check=True)
 
 
-class ChildFailed(RuntimeError):
-    """A child process (``isolated``) ended with a non-zero exit code."""
-
-
 def isolated(function: Callable[..., None], *arguments: Any) -> None:
-    """Run ``function(*arguments)`` in a fresh (spawned) process: the memory of a model is given back when it ends,
-    so this long-lived process stays small."""
+    """``function(*arguments)`` in a spawned process, so that a model's memory is given back when it ends."""
     child = multiprocessing.get_context("spawn").Process(target=function, args=arguments)
     child.start()
     child.join()
     if child.exitcode != 0:
-        raise ChildFailed(f"{function.__name__} failed (exit code {child.exitcode})")
+        raise RuntimeError(f"{function.__name__} failed (exit code {child.exitcode})")
 
 
-def stage(ledger: Ledger, name: str, output: Path, build: Callable[[Path], None]) -> Path:
-    """Build ``output`` unless it exists: ``build`` writes a ``.partial`` sibling, renamed when it returns."""
-    if output.exists():
-        print(f"[{name}] done already: {output}", flush=True)
-        return output
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    print(f"\n[{name}] -> {output}", flush=True)
-    start = time.perf_counter()
-    build(partial)
-    partial.rename(output)
-    ledger.stage_done(name, time.perf_counter() - start)
-    print(f"[{name}] {time.perf_counter() - start:.0f} s", flush=True)
-    return output
+# ---------------------------------------------------------------------------------------------- data
+def split_by_premise(rows: list[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two halves of SNLI-style rows with no premise (``sentence1``) in both: premises shuffled with ``seed``."""
+    premises = sorted({row["sentence1"] for row in rows})
+    random.Random(seed).shuffle(premises)
+    first = set(premises[: len(premises) // 2])
+    return [row for row in rows if row["sentence1"] in first], [row for row in rows if row["sentence1"] not in first]
 
 
-# ---------------------------------------------------------------------------------------------- data and teacher
-def export_stage(ledger: Ledger, work: Path) -> Path:
-    """The embedded SmolLM2 as a causal-LM folder (``pipeline.export_backbone``)."""
-    from embedded_models import smollm2_gguf
-    from pipeline import export_backbone
+def write_snli_halves(source: Path, seed: int, out: Path) -> None:
+    """``out/train.jsonl`` (the training half) and ``out/test.jsonl`` (the NLI test set)."""
+    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    out.mkdir(parents=True)
+    for name, half in zip(("train", "test"), split_by_premise(rows, seed)):
+        (out / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in half))
 
-    return stage(ledger, "export", work / "smollm2", lambda out: export_backbone(smollm2_gguf(), out))
 
-
-def read_sources(args: argparse.Namespace) -> dict[str, list[str]]:
-    """``preprocess.readers`` arguments of each training set."""
+def read_arguments(args: argparse.Namespace, snli: Path) -> dict[str, list[str]]:
+    """``preprocess.readers`` arguments of each training source."""
     en = Path(args.data) / "en"
-    seed = ["--seed", str(args.seed)]
+    common = ["--limit", str(args.per_source), "--seed", str(args.seed)]
     return {
-        "stsb": [str(en / "stsb" / "train.jsonl"), "--layout", "graded", "--threshold", str(args.sts_threshold),
-                 "--limit", str(args.sts_train), *seed],
+        "stsb": [str(en / "stsb" / "train.jsonl"), "--layout", "graded", "--threshold", "4", *common],
         "sick": [str(en / "sick" / "train.jsonl"), "--layout", "labelled", "--positive-labels", "entailment",
-                 "--limit", str(args.nli_train), *seed],
-        "scifact": [str(en / "scifact"), "--layout", "beir", "--split", "train", "--limit", str(args.scifact_train),
-                    *seed],
+                 *common],
+        "snli": [str(snli / "train.jsonl"), "--layout", "labelled", "--positive-labels", "entailment", *common],
     }
 
 
-def prepare_data(ledger: Ledger, work: Path, args: argparse.Namespace) -> dict[str, Path]:
-    """Read and mine each training set; returns the mined folders."""
-    mined = {}
-    for name, source in read_sources(args).items():
-        read = stage(ledger, f"read {name}", work / "read" / name,
-                     lambda out, source=source: sh([PYTHON, "-m", "preprocess.readers", *source, "--output", str(out)]))
-        mined[name] = stage(ledger, f"mine {name}", work / "mined" / name, lambda out, read=read: sh([
-            PYTHON, "-m", "preprocess.mining", "--input", str(read), "--output", str(out),
-            "--k", str(args.negatives), "--methods", *args.mining_methods,
-            "--dense-max-tokens", str(args.max_tokens), "--seed", str(args.seed)]))
-    return mined
+def read_and_mine(ledger: Ledger, work: Path, name: str, source: list[str], args: argparse.Namespace) -> Path:
+    read = ledger.stage(f"read {name}", work / "read" / name, lambda out: sh(
+        [PYTHON, "-m", "preprocess.readers", *source, "--output", str(out)]))
+    return ledger.stage(f"mine {name}", work / "mined" / name, lambda out: sh([
+        PYTHON, "-m", "preprocess.mining", "--input", str(read), "--output", str(out), "--k", str(args.negatives),
+        "--methods", "bm25", "dense", "--dense-max-tokens", str(args.max_tokens), "--seed", str(args.seed)]))
 
 
-def adapt_stage(ledger: Ledger, work: Path, backbone: str, mined: dict[str, Path], args: argparse.Namespace) -> Path:
-    """LoRA adaptation of the teacher: STS-B graded pairs (soft targets), mined SICK and SciFact examples."""
-    tokens = ["--max-query-tokens", str(args.max_tokens), "--max-passage-tokens", str(args.max_tokens)]
-    precision = ["--bf16"] if args.teacher_bf16 else []
-    return stage(ledger, "adapt teacher", work / "teacher_lora", lambda out: sh([
-        PYTHON, "-m", "preprocess.adapt_teacher", "--teacher", backbone, "--output", str(out),
-        "--train-pairs", str(Path(args.data) / "en" / "stsb" / "train.jsonl"),
-        "--train-mined", str(mined["sick"]), str(mined["scifact"]), "--limit", str(args.teacher_pairs),
-        "--epochs", str(args.teacher_epochs), "--batch-size", str(args.teacher_batch_size),
-        "--lr", str(args.teacher_lr), "--seed", str(args.seed), *tokens, *precision]))
+def adapt_command(backbone: str, out: Path, pairs: list[str], mined: list[Path], limit: int | None,
+                  args: argparse.Namespace) -> list[str]:
+    """``preprocess.adapt_teacher``: LoRA yes/no adaptation on graded pairs and mined examples."""
+    return [PYTHON, "-m", "preprocess.adapt_teacher", "--teacher", backbone, "--output", str(out),
+            *(["--train-pairs", *pairs] if pairs else []), "--train-mined", *map(str, mined),
+            *(["--limit", str(limit)] if limit else []), "--epochs", str(args.teacher_epochs),
+            "--batch-size", "16", "--lr", str(args.teacher_lr), "--seed", str(args.seed),
+            "--max-query-tokens", str(args.max_tokens), "--max-passage-tokens", str(args.max_tokens),
+            "--prompt-preset", args.prompt_preset, "--dtype", "auto"]
 
 
-def score_stage(ledger: Ledger, work: Path, backbone: str, adapter: Path, mined: dict[str, Path],
-                args: argparse.Namespace) -> Path:
-    """Teacher-scored fixed batches of all training sets (shards in ``WORK/scored.shards`` survive a kill)."""
-    return stage(ledger, "score", work / "scored", lambda out: sh([
-        PYTHON, "-m", "preprocess.score", "--input", *(str(mined[name]) for name in TRAIN_SETS),
-        "--output", str(out), "--work-dir", str(work / "scored.shards"), "--teacher", backbone,
-        "--adapter", str(adapter), "--batch-size", str(args.batch_size), "--drop-last", "--shard-batches", "2",
-        "--teacher-batch-size", "16", "--max-query-tokens", str(args.max_tokens),
-        "--max-passage-tokens", str(args.max_tokens), "--seed", str(args.seed)]))
+def score_command(backbone: str, adapter: Path, mined: list[Path], out: Path, shards: Path,
+                  args: argparse.Namespace) -> list[str]:
+    """``preprocess.score``: teacher-scored fixed batches, in-batch scores included (the pairwise term needs them)."""
+    return [PYTHON, "-m", "preprocess.score", "--input", *map(str, mined), "--output", str(out),
+            "--work-dir", str(shards), "--teacher", backbone, "--adapter", str(adapter),
+            "--batch-size", str(args.batch_size), "--drop-last", "--shard-batches", "8", "--teacher-batch-size", "32",
+            "--inbatch-scores", "all", "--dtype", "auto", "--seed", str(args.seed)]
 
 
-# ---------------------------------------------------------------------------------------------- models
-def train_command(name: str, backbone: str, scored: Path, out: Path, args: argparse.Namespace) -> list[str]:
-    """``train.py`` under ``accelerate launch`` (one process) for a student row or the bi-encoder row."""
-    from pipeline import ACCELERATE_ONE_PROCESS
+def write_subset(scored: Path, queries: int, seed: int, out: Path) -> None:
+    """The first ``queries // B`` stored batches of a seeded shuffle of ``scored`` (a learning-curve point)."""
+    from datasets import load_from_disk
 
-    return [*ACCELERATE_ONE_PROCESS, "train.py", str(TRAIN_CONFIG),
-            "--model_name_or_path", backbone, "--train_dataset", str(scored), "--output_dir", str(out),
-            "--num_train_epochs", str(args.epochs), "--max_seq_length", str(args.max_tokens),
-            "--seed", str(args.seed), "--activation_checkpointing", "true", *row_options(args)[name]]
-
-
-def row_options(args: argparse.Namespace) -> dict[str, list[str]]:
-    """train.py options of each trained row on top of configs/main_job.yaml: the students', and the cosine
-    bi-encoder's (InfoNCE over in-batch positives and the same hard negatives, at the student's in-batch
-    temperature, no prompt, no AnglE; LoRA, learning rate, schedule and steps as the students)."""
-    import yaml
-
-    tau = str(yaml.safe_load(TRAIN_CONFIG.read_text())["tau_inbatch"])
-    return {**STUDENTS, "bi_encoder": [
-        "--objective", "bi-encoder", "--bi_encoder_pooling", args.bi_pooling, "--prompt_template", "",
-        "--bi_encoder_temperature", tau, "--ibn_weight", "1", "--angle_weight", "0"]}
+    batches = load_from_disk(str(scored))
+    count = queries // len(batches[0]["queries"])
+    if count > len(batches):
+        raise SystemExit(f"--curve {queries}: {scored} holds only {len(batches)} batches")
+    batches.shuffle(seed=seed).select(range(count)).flatten_indices().save_to_disk(str(out))
 
 
-def train_row(ledger: Ledger, work: Path, name: str, backbone: str, scored: Path, args: argparse.Namespace) -> Path:
-    """Train one row's model (a student or the bi-encoder) unless it is there already."""
-    return stage(ledger, f"train {name}", work / "models" / name,
-                 lambda out: sh(train_command(name, backbone, scored, out, args)))
-
-
-def model_path(ledger: Ledger, work: Path, name: str, backbone: str, scored: Path, args: argparse.Namespace) -> str:
-    """The model of a row, trained first when it is one of ours."""
-    if name in STUDENTS or name == "bi_encoder":
-        return str(train_row(ledger, work, name, backbone, scored, args))
-    if name == "minilm":
-        from embedded_models import minilm_dir
-
-        return minilm_dir()
-    return backbone
-
-
-def load_row_scorer(name: str, path: str, adapter: Path, args: argparse.Namespace):
-    """An ``evaluation.scorers`` scorer for a row; the teacher reads texts cut as in its adaptation and scoring."""
-    from evaluation.models import load_scorer
-
-    if name == "teacher":
-        return load_scorer(path, "teacher", teacher_adapter=str(adapter), rerank_depth=args.rerank_depth,
-                           batch_size=16, max_query_tokens=args.max_tokens, max_passage_tokens=args.max_tokens)
-    kind = {"minilm": "sentence-transformers", "bi_encoder": "bi-encoder"}.get(name, "d2llm")
-    return load_scorer(path, kind)
+# ---------------------------------------------------------------------------------------------- training
+def train_command(row: Row, backbone: str, scored: Path, cache: Path, out: Path, args: argparse.Namespace
+                  ) -> list[str]:
+    """``train.py`` (one process under accelerate) for a trained row, on top of ``configs/main_job.yaml``."""
+    common = ["--model_name_or_path", backbone, "--train_dataset", str(scored), "--output_dir", str(out),
+              "--max_seq_length", str(args.max_tokens), "--seed", str(args.seed), "--disable_tqdm", "true"]
+    heads = ["--head_warmup_epochs", str(args.heads_epochs), "--head_warmup_cache_dir", str(cache)]
+    end_to_end = ["--num_train_epochs", str(args.epochs), "--bf16", "true"]
+    kind = {
+        "heads": [*heads, "--num_train_epochs", "0"],
+        "end_to_end": end_to_end,
+        "bi_encoder": [*end_to_end, "--objective", "bi-encoder", "--bi_encoder_pooling", "mean",
+                       "--prompt_template", "", "--bi_encoder_temperature", "0.05", "--ibn_weight", "1",
+                       "--angle_weight", "0"],
+    }[row.kind]
+    return [*ACCELERATE_ONE_PROCESS, "train.py", str(TRAIN_CONFIG), *common, *kind, *(heads if row.warmup else []),
+            *row.options]
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalData:
+    """The evaluation sets, read before any model is loaded."""
+
+    sts: Any
+    nli: Any
+    scifact: RetrievalData
+
+
 def slice_retrieval(data: RetrievalData, queries: int, documents: int, seed: int) -> RetrievalData:
-    """``queries`` judged queries drawn with ``seed``, over a corpus of every document judged for them plus seeded
-    random others, ``documents`` in all (more when the judged ones alone are more)."""
+    """``queries`` judged queries drawn with ``seed``, over every document judged for them plus seeded random
+    others, ``documents`` in all (more when the judged ones alone are more)."""
     rng = random.Random(seed)
     query_ids = sorted(rng.sample(sorted(data.queries), min(queries, len(data.queries))))
     judged = sorted({doc for query in query_ids for doc in data.qrels[query]})
     others = sorted(set(data.corpus) - set(judged))
-    extra = rng.sample(others, max(0, min(len(others), documents - len(judged))))
-    keep = set(judged) | set(extra)
+    keep = set(judged) | set(rng.sample(others, max(0, min(len(others), documents - len(judged)))))
     corpus = {doc: text for doc, text in data.corpus.items() if doc in keep}
     return RetrievalData(corpus, {q: data.queries[q] for q in query_ids}, {q: data.qrels[q] for q in query_ids},
                          f"{data.source} ({len(query_ids)} of {len(data.queries)} queries, {len(corpus)} of "
-                         f"{len(data.corpus)} documents: all judged ones + seeded random others, seed {seed})")
+                         f"{len(data.corpus)} documents: all judged ones + seeded others, seed {seed})")
 
 
-def evaluation_jobs(args: argparse.Namespace) -> dict[str, tuple[Callable, Any]]:
-    """``evaluate_model.py`` jobs of the three tasks on seeded samples (read and checked before any model is loaded)."""
-    import evaluate_model
+def load_eval_data(args: argparse.Namespace, snli: Path) -> EvalData:
     from evaluation.loaders import load_graded_pairs, load_labelled_pairs, load_retrieval
 
     en = Path(args.data) / "en"
-    return {
-        "sts": (evaluate_model.evaluate_sts, evaluate_model.subsample_pairs(
-            load_graded_pairs(str(en / "stsb" / "test.jsonl")), args.sts_eval, args.seed)),
-        "nli": (evaluate_model.evaluate_pair_classification, evaluate_model.subsample_pairs(
-            load_labelled_pairs(str(en / "snli" / "dev.jsonl")), args.nli_eval, args.seed)),
-        "scifact": (evaluate_model.evaluate_retrieval, slice_retrieval(
-            load_retrieval(str(en / "scifact"), "test"), args.scifact_queries, args.scifact_docs, args.seed)),
-    }
+    return EvalData(load_graded_pairs(str(en / "stsb" / "test.jsonl")),
+                    load_labelled_pairs(str(snli / "test.jsonl")),
+                    slice_retrieval(load_retrieval(str(en / "scifact"), "test"), args.scifact_queries,
+                                    args.scifact_docs, args.seed))
 
 
-def evaluation_file(work: Path, model: str, task: str) -> Path:
-    return work / "evaluations" / f"{model}.{task}.json"
+def evaluation_file(work: Path, name: str, task: str) -> Path:
+    return work / "evaluations" / f"{name}.{task}.json"
 
 
-def evaluate_tasks(work: Path, name: str, path: str, adapter: Path, tasks: list[str], args: argparse.Namespace
-                   ) -> None:
-    """(Child process.) Evaluate one row on ``tasks``; each result is written to its file as soon as it is known."""
+def load_row_scorer(kind: str, path: str, adapter: str | None, args: argparse.Namespace):
+    from evaluation.models import load_scorer
+
+    if kind == "teacher":
+        return load_scorer(path, "teacher", teacher_adapter=adapter, rerank_depth=args.rerank_depth, batch_size=32)
+    if kind == "bm25":
+        from evaluation.scorers import BM25FirstStage
+
+        return BM25FirstStage("en")
+    return load_scorer(path, kind)
+
+
+def evaluate_tasks(work: Path, name: str, kind: str, path: str, adapter: str | None, tasks: list[str],
+                   args: argparse.Namespace) -> None:
+    """(Child process.) Evaluate one row; each task's result (with the STS-B scores) is written when known."""
     import evaluate_model
+    from evaluation import metrics
 
-    jobs = evaluation_jobs(args)
-    scorer = load_row_scorer(name, path, adapter, args)
+    data = load_eval_data(args, work / "snli")
+    scorer = load_row_scorer(kind, path, adapter, args)
     for task in tasks:
-        print(f"\n[evaluate {name} / {task}] {jobs[task][1].source}", flush=True)
-        result = evaluate_model.run(scorer, [jobs[task]])[0]
-        write_json(evaluation_file(work, name, task), result)
-        print(f"[evaluate {name} / {task}] {TASKS[task][1]} {result[TASKS[task][1]]:.4f} ({result['seconds']:.0f} s)",
-              flush=True)
-
-
-def unrecorded_results(work: Path, results: dict[str, dict[str, Any]], models: Sequence[str]
-                       ) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(model, task, result)`` of the evaluation files in ``WORK/evaluations`` that ``results`` lacks."""
-    return [(model, task, json.loads(evaluation_file(work, model, task).read_text()))
-            for model in models for task in TASKS
-            if task not in results.get(model, {}) and evaluation_file(work, model, task).exists()]
-
-
-def evaluate_row(ledger: Ledger, work: Path, name: str, path: str, adapter: Path, args: argparse.Namespace) -> None:
-    """Every task of a row not measured yet, in a child process; what it measured goes to the ledger even when
-    it fails half-way."""
-    pending = [task for task in TASKS if task not in ledger.results.get(name, {})
-               and not evaluation_file(work, name, task).exists()]
-    try:
-        if pending:
-            isolated(evaluate_tasks, work, name, path, adapter, pending, args)
+        start = time.perf_counter()
+        if task == "sts":
+            scores = scorer.score_pairs(data.sts.first, data.sts.second, "symmetric")
+            result = {"spearman": metrics.spearman(scores, data.sts.gold), "pairs": len(scores),
+                      "scores": [float(value) for value in scores]}
+        elif task == "nli":
+            result = evaluate_model.evaluate_pair_classification(scorer, data.nli)
+        elif kind == "bm25":
+            result = metrics.retrieval(scorer.retrieve(data.scifact.queries, data.scifact.corpus, 100),
+                                       data.scifact.qrels)
         else:
-            print(f"[evaluate {name}] done already", flush=True)
-    finally:
-        for _, task, result in unrecorded_results(work, ledger.results, [name]):
-            ledger.add_result(name, task, result)
-            ledger.stage_done(f"evaluate {name} {task}", result["seconds"])
+            result = evaluate_model.evaluate_retrieval(scorer, data.scifact)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        write_json(evaluation_file(work, name, task), result)
+        print(f"[evaluate {name} / {task}] {TASKS[task][1]} {result[TASKS[task][1]]:.4f} "
+              f"({result['seconds']:.0f} s)", flush=True)
+
+
+def evaluate_row(ledger: Ledger, work: Path, name: str, kind: str, path: str, tasks: Sequence[str],
+                 args: argparse.Namespace, adapter: str | None = None) -> None:
+    """Every task of a row not measured yet, in a child process; results go to the ledger."""
+    pending = [task for task in tasks if not evaluation_file(work, name, task).exists()]
+    if pending:
+        isolated(evaluate_tasks, work, name, kind, path, adapter, pending, args)
+    for task in tasks:
+        result = json.loads(evaluation_file(work, name, task).read_text())
+        ledger.data["results"].setdefault(name, {})[task] = {k: v for k, v in result.items() if k != "scores"}
+        ledger.data["stage_seconds"][f"evaluate {name} {task}"] = result["seconds"]
+    ledger.save()
 
 
 # ---------------------------------------------------------------------------------------------- table
-def ratio(value: float | None, reference: float | None) -> float | None:
-    """``value / reference``; None when either is missing or the reference is not positive."""
-    if value is None or reference is None or reference <= 0:
+def agreement(work: Path, name: str) -> float | None:
+    """Spearman between a row's STS-B test scores and the teacher's (how well it imitates the teacher)."""
+    from evaluation import metrics
+
+    row, teacher = evaluation_file(work, name, "sts"), evaluation_file(work, "teacher", "sts")
+    if not (row.exists() and teacher.exists()):
         return None
-    return value / reference
+    return metrics.spearman(json.loads(row.read_text())["scores"], json.loads(teacher.read_text())["scores"])
 
 
-def points(value: float | None, reference: float | None) -> float | None:
-    """Difference in points (metric x 100)."""
-    return None if value is None or reference is None else 100 * (value - reference)
+def metric(results: dict[str, Any], name: str, task: str) -> float | None:
+    return results.get(name, {}).get(task, {}).get(TASKS[task][1])
 
 
-def build_table(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per model: its metric per task and, for students, the ratio to the teacher, the difference from the
-    bi-encoder in points and the verdicts on both targets (None where a number is missing)."""
-    metric = {model: {task: results.get(model, {}).get(task, {}).get(key) for task, (_, key) in TASKS.items()}
-              for model in MODELS}
-    rows = []
-    for model, label in MODELS.items():
-        row: dict[str, Any] = {"model": model, "label": label, "metrics": metric[model]}
-        if model in STUDENTS:
-            row["ratio_to_teacher"] = {task: ratio(metric[model][task], metric["teacher"][task]) for task in TASKS}
-            row["points_over_bi_encoder"] = {task: points(metric[model][task], metric["bi_encoder"][task])
-                                             for task in TASKS}
-            row["meets_teacher_target"] = {task: None if value is None else value >= RATIO_TARGET
-                                           for task, value in row["ratio_to_teacher"].items()}
-            row["meets_bi_encoder_target"] = {task: None if value is None else value >= POINTS_TARGET
-                                              for task, value in row["points_over_bi_encoder"].items()}
-        rows.append(row)
-    return rows
+def verdicts(student: float | None, bi_encoder: float | None, teacher: float | None) -> dict[str, Any]:
+    """Points over the bi-encoder, the share of the bi-encoder-to-teacher gap closed and both targets."""
+    if None in (student, bi_encoder, teacher):
+        return {"points": None, "gap_closed": None, "meets_points": None, "meets_gap": None}
+    points = 100 * (student - bi_encoder)
+    gap = teacher - bi_encoder
+    closed = (student - bi_encoder) / gap if gap > 0 else None
+    return {"points": points, "gap_closed": closed, "meets_points": points >= POINTS_TARGET,
+            "meets_gap": None if closed is None else closed >= GAP_TARGET}
+
+
+def build_table(work: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per row: STS-B and NLI metrics, agreement with the teacher and (students) the verdicts."""
+    table = []
+    for name, row in ROWS.items():
+        entry: dict[str, Any] = {"row": name, "label": row.label,
+                                 "sts": metric(results, name, "sts"), "nli": metric(results, name, "nli"),
+                                 "agreement": None if name == "teacher" else agreement(work, name)}
+        if row.student:
+            entry["verdicts"] = {task: verdicts(metric(results, name, task), metric(results, "bi_encoder", task),
+                                                metric(results, "teacher", task)) for task in ("sts", "nli")}
+        table.append(entry)
+    return table
 
 
 def _fmt(value: float | None, pattern: str) -> str:
     return "n/a" if value is None else format(value, pattern)
 
 
-def _verdict(value: bool | None) -> str:
+def _yes(value: bool | None) -> str:
     return "n/a" if value is None else "yes" if value else "no"
 
 
-def render_table(rows: list[dict[str, Any]]) -> str:
-    """The markdown table: metrics, then (students) ratio to the teacher, points over the bi-encoder, verdicts."""
-    titles = [title for title, _ in TASKS.values()]
-    lines = ["| model | " + " | ".join(titles) + " | ratio to teacher (STS-B / NLI / SciFact) | points over "
-             f"bi-encoder | targets met: >= {RATIO_TARGET:.0%} of teacher; >= +{POINTS_TARGET:g} points |",
-             "| --- | " + " | ".join("---:" for _ in titles) + " | --- | --- | --- |"]
-    for row in rows:
-        cells = [_fmt(row["metrics"][task], ".4f") for task in TASKS]
-        extra = ["", "", ""]
-        if "ratio_to_teacher" in row:
-            extra = [" / ".join(_fmt(row["ratio_to_teacher"][task], ".2f") for task in TASKS),
-                     " / ".join(_fmt(row["points_over_bi_encoder"][task], "+.1f") for task in TASKS),
-                     "; ".join(f"{TASKS[task][0].split()[0]} {_verdict(row['meets_teacher_target'][task])}/"
-                               f"{_verdict(row['meets_bi_encoder_target'][task])}" for task in TASKS)]
-        lines.append(f"| {row['label']} | " + " | ".join(cells + extra) + " |")
+def render_table(table: list[dict[str, Any]]) -> str:
+    lines = ["| row | STS-B Spearman | NLI AP | agreement with teacher (STS-B) | points over bi-encoder (STS-B / NLI) "
+             f"| gap to teacher closed (STS-B / NLI) | >= +{POINTS_TARGET:g} points | >= {GAP_TARGET:.0%} of gap |",
+             "| --- | ---: | ---: | ---: | --- | --- | --- | --- |"]
+    for entry in table:
+        cells = [_fmt(entry["sts"], ".4f"), _fmt(entry["nli"], ".4f"), _fmt(entry["agreement"], ".3f")]
+        if "verdicts" in entry:
+            v = entry["verdicts"]
+            cells += [" / ".join(_fmt(v[t]["points"], "+.1f") for t in ("sts", "nli")),
+                      " / ".join(_fmt(v[t]["gap_closed"], ".2f") for t in ("sts", "nli")),
+                      " / ".join(_yes(v[t]["meets_points"]) for t in ("sts", "nli")),
+                      " / ".join(_yes(v[t]["meets_gap"]) for t in ("sts", "nli"))]
+        else:
+            cells += ["", "", "", ""]
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def headline(rows: list[dict[str, Any]]) -> str:
-    """One sentence on the D2LLM student's targets, from the table's numbers."""
-    student = next(row for row in rows if row["model"] == "d2llm")
-    teacher_ok, bi_ok = student["meets_teacher_target"].values(), student["meets_bi_encoder_target"].values()
-    if None in teacher_ok or None in bi_ok:
-        return "Targets: not all numbers are measured yet."
-    return (f"Targets for the D2LLM student: >= {RATIO_TARGET:.0%} of the teacher on every task: "
-            f"{'met' if all(teacher_ok) else 'NOT met'}; >= +{POINTS_TARGET:g} points over the bi-encoder on every "
-            f"task: {'met' if all(bi_ok) else 'NOT met'}.")
+def curve_points(results: dict[str, Any], full: int, sizes: Sequence[int]) -> dict[str, list[tuple[int, dict]]]:
+    """Per curve row: ``(queries, {task: metric})`` at each measured size, the full set last."""
+    points = {}
+    for name in CURVE_ROWS:
+        measured = [(size, f"{name}@{size}") for size in sizes] + [(full, name)]
+        points[name] = [(size, {task: metric(results, key, task) for task in ("sts", "nli")})
+                        for size, key in measured if key in results]
+    return points
 
 
-# ---------------------------------------------------------------------------------------------- report
-def training_sizes(mined: dict[str, Path], scored: Path) -> dict[str, Any]:
-    """Examples per training set and scored batches per task, as they are on disk."""
-    from collections import Counter
+def render_curve(points: dict[str, list[tuple[int, dict]]], teacher: dict[str, float | None], png: Path) -> str:
+    """The learning curve as a markdown table and a PNG (matplotlib)."""
+    import matplotlib
 
-    from datasets import load_from_disk
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    batches = load_from_disk(str(scored))
-    return {"examples": {name: len(load_from_disk(str(path))) for name, path in mined.items()},
-            "scored_batches": dict(Counter(batches["task"])),
-            "batch_size": len(batches[0]["queries"]), "negatives": len(batches[0]["negatives"][0])}
-
-
-def evaluation_sizes(jobs: dict[str, tuple[Callable, Any]]) -> dict[str, str]:
-    return {task: data.source for task, (_, data) in jobs.items()}
-
-
-def describe_sizes(sizes: dict[str, Any], settings: dict[str, Any]) -> list[str]:
-    """Markdown bullets of the data actually used (from disk and from the evaluation jobs)."""
-    training = sizes["training"]
-    batches = " + ".join(f"{count} {task}" for task, count in sorted(training["scored_batches"].items()))
-    return [
-        "- training examples (seeded): " + ", ".join(f"{name} {count}" for name, count in training["examples"].items())
-        + f"; {batches} teacher-scored batches (B = {training['batch_size']}, K = {training['negatives']}), "
-        f"{settings['epochs']:g} epoch(s) for every student and the bi-encoder; texts cut to "
-        f"{settings['max_tokens']} tokens",
-        f"- teacher LoRA: STS-B train graded pairs and the mined SICK / SciFact examples, at most "
-        f"{settings['teacher_pairs']} rows of each source, {settings['teacher_epochs']:g} epoch(s)"
-        + (", bfloat16 autocast" if settings.get("teacher_bf16") else ""),
-        *(f"- {TASKS[task][0]}: {source}" for task, source in sizes["evaluation"].items()),
-    ]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, task in zip(axes, ("sts", "nli")):
+        for name, values in points.items():
+            xs = [size for size, value in values if value[task] is not None]
+            axis.plot(xs, [value[task] for _, value in values if value[task] is not None], marker="o",
+                      label=ROWS[name].label.split(",")[0] + (" (heads)" if name.startswith("heads") else ""))
+        if teacher[task] is not None:
+            axis.axhline(teacher[task], linestyle="--", color="grey", label="teacher")
+        axis.set_xscale("log")
+        axis.set_xlabel("training queries")
+        axis.set_title(TASKS[task][0] + (" (all test pairs)" if task == "sts" else " (SNLI dev test half)"))
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png, dpi=100)
+    plt.close(figure)
+    lines = ["| row | queries | STS-B Spearman | NLI AP |", "| --- | ---: | ---: | ---: |"]
+    for name, values in points.items():
+        lines += [f"| {ROWS[name].label} | {size} | {_fmt(value['sts'], '.4f')} | {_fmt(value['nli'], '.4f')} |"
+                  for size, value in values]
+    return "\n".join(lines)
 
 
-def write_report(ledger: Ledger, report: Path, sizes: dict[str, Any], command: str) -> str:
-    """Print the table, the sizes, the stage times and the wall time; write REPORT.json and REPORT.md."""
-    rows = build_table(ledger.results)
+def render_scifact(results: dict[str, Any]) -> str:
+    lines = ["| row | SciFact NDCG@10 |", "| --- | ---: |"]
+    for name in SCIFACT_ROWS:
+        label = SCIFACT_LABELS.get(name) or ROWS[name].label
+        lines.append(f"| {label} | {_fmt(metric(results, name, 'scifact'), '.4f')} |")
+    bm25, teacher = metric(results, "bm25", "scifact"), metric(results, "teacher_scifact", "scifact")
+    if None not in (bm25, teacher) and teacher <= bm25:
+        lines.append("\nThe teacher does not beat BM25 alone: at this size it cannot teach retrieval.")
+    return "\n".join(lines)
+
+
+def write_report(work: Path, ledger: Ledger, report: Path, sizes: dict[str, Any]) -> str:
+    results, settings = ledger.data["results"], ledger.data["settings"]
+    table = build_table(work, results)
+    curve = curve_points(results, sizes["queries"], settings["curve"])
+    teacher = {task: metric(results, "teacher", task) for task in ("sts", "nli")}
     stages = ledger.data["stage_seconds"]
     total = ledger.total_seconds
     text = "\n".join([
-        f"# Quality benchmark\n\nCommand: `{command}`\n",
-        render_table(rows), "", headline(rows), "",
-        "Ratio: student / teacher; points: 100 x (student - bi-encoder); the teacher reranks the BM25 top "
-        f"{ledger.data['settings']['rerank_depth']} of the SciFact slice (the others rank the whole slice).", "",
-        "Data:", *describe_sizes(sizes, ledger.data["settings"]), "",
+        "# Quality at scale", "", f"Command: `{ledger.data['invocations'][0]['command']}`", "",
+        f"Training data: {json.dumps(sizes)}; NLI test: the other half of SNLI dev (split by premise, seed "
+        f"{settings['seed']}); teacher: SmolLM2-135M-Instruct, LoRA on {settings['teacher_pairs']} STS-B graded "
+        f"pairs + the mined SICK / SNLI examples, {settings['prompt_preset']} prompts; heads-only rows: "
+        f"{settings['heads_epochs']:g} epochs on cached frozen states; end-to-end rows and bi-encoder: "
+        f"{settings['epochs']:g} epoch(s).", "",
+        render_table(table), "",
+        f"Points: 100 x (row - bi-encoder); gap closed: (row - bi-encoder) / (teacher - bi-encoder). Targets: "
+        f">= +{POINTS_TARGET:g} points and >= {GAP_TARGET:.0%} of the gap, on STS-B and on NLI.", "",
+        "## Learning curve", "", render_curve(curve, teacher, report.with_suffix(".png")), "",
+        f"![learning curve]({report.with_suffix('.png').name})", "",
+        "## SciFact", "", render_scifact(results), "",
         "Stage times (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in stages.items()), "",
-        f"Total wall time: {total:.0f} s ({total / 60:.1f} min) over {len(ledger.data['invocations'])} invocation(s).",
-        *(f"\nFAILED row {name}: {error}" for name, error in ledger.data.get("failures", {}).items()),
+        f"Total wall time: {total:.0f} s ({total / 60:.1f} min) over {len(ledger.data['invocations'])} "
+        "invocation(s).",
     ])
     print("\n" + text, flush=True)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.with_suffix(".md").write_text(text + "\n")
-    report.with_suffix(".json").write_text(json.dumps({
-        "command": command, "settings": ledger.data["settings"], "sizes": sizes, "table": rows,
-        "results": ledger.results, "stage_seconds": stages, "total_seconds": round(total, 1),
-        "invocations": ledger.data["invocations"], "failures": ledger.data.get("failures", {})},
-        indent=2, ensure_ascii=False) + "\n")
+    write_json(report.with_suffix(".json"), {"settings": settings, "sizes": sizes, "table": table, "curve": curve,
+                                             "results": results, "stage_seconds": stages,
+                                             "invocations": ledger.data["invocations"]})
     return text
 
 
+# ---------------------------------------------------------------------------------------------- main
 def invocation_command(argv: Sequence[str]) -> str:
     threads = os.environ.get("OMP_NUM_THREADS")
-    prefix = f"OMP_NUM_THREADS={threads} " if threads else ""
-    return prefix + shlex.join(["python", os.path.relpath(__file__, REPO), *argv])
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + shlex.join(
+        ["python", os.path.relpath(__file__, REPO), *argv])
 
 
-# ---------------------------------------------------------------------------------------------- main
-def run_row(ledger: Ledger, work: Path, name: str, backbone: str, adapter: Path, scored: Path,
-            args: argparse.Namespace) -> None:
-    """Train (when it is ours) and evaluate one row. A failure is recorded and the other rows go on; running the
-    same command again retries it."""
-    failures = ledger.data.setdefault("failures", {})
-    try:
-        path = model_path(ledger, work, name, backbone, scored, args)
-        evaluate_row(ledger, work, name, path, adapter, args)
-    except (subprocess.CalledProcessError, ChildFailed) as error:
-        failures[name] = str(error)
-        ledger.save()
-        print(f"\n[{name}] FAILED: {error}\nThe other rows go on; run the same command again to retry it.",
-              flush=True)
-        return
-    if failures.pop(name, None) is not None:
-        ledger.save()
+def training_sizes(scored: Path) -> dict[str, Any]:
+    """Queries, batches, B and K of the scored training set, as it is on disk."""
+    from datasets import load_from_disk
+
+    batches = load_from_disk(str(scored))
+    size = len(batches[0]["queries"])
+    return {"queries": size * len(batches), "batches": len(batches), "batch_size": size,
+            "negatives": len(batches[0]["negatives"][0])}
 
 
-def write_partial_report(work: Path, report: Path, args: argparse.Namespace) -> None:
-    """The report of a run that has scored its batches, from ``WORK/results.json`` and the evaluation files
-    written since (nothing is run and the ledger is not changed); it names the command of the run's last
-    invocation."""
-    path = work / "results.json"
-    if not (path.exists() and (work / "scored").exists()):
-        raise SystemExit(f"{work} holds no run that has reached its scored batches: nothing to report")
-    data = json.loads(path.read_text())
-    if recorded_settings(data) != settings_of(args):
-        raise SystemExit(f"{path} holds a run with other settings {data['settings']}: give the same size options")
-    for model, task, result in unrecorded_results(work, data["results"], list(MODELS)):
-        data["results"].setdefault(model, {})[task] = result
-    mined = {name: work / "mined" / name for name in TRAIN_SETS}
-    sizes = {"training": training_sizes(mined, work / "scored"), "evaluation": evaluation_sizes(evaluation_jobs(args))}
-    write_report(Ledger(path, data), report, sizes, data["invocations"][-1]["command"])
+def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: dict[str, Path],
+             args: argparse.Namespace) -> None:
+    """Train (where the row is trained) and evaluate every row, the curve points and the SciFact rows."""
+    from embedded_models import minilm_dir
+
+    def model(name: str, row: Row, data: str) -> str:
+        if row.kind == "none":
+            return {"teacher": backbone, "minilm": minilm_dir()}[name]
+        return str(ledger.stage(f"train {name}", work / "models" / name, lambda out: sh(train_command(
+            row, backbone, scored[data], work / "cache" / data, out, args))))
+
+    kinds = {"teacher": "teacher", "minilm": "sentence-transformers", "bi_encoder": "bi-encoder"}
+    for name in RUN_ORDER:
+        path = model(name, ROWS[name], "full")
+        evaluate_row(ledger, work, name, kinds.get(name, "d2llm"), path, ("sts", "nli"), args,
+                     adapter=str(adapter) if name == "teacher" else None)
+    for size in args.curve:
+        for name in CURVE_ROWS:
+            path = model(f"{name}@{size}", ROWS[name], f"q{size}")
+            evaluate_row(ledger, work, f"{name}@{size}", kinds.get(name, "d2llm"), path, ("sts", "nli"), args)
+
+
+def run_scifact(ledger: Ledger, work: Path, backbone: str, args: argparse.Namespace) -> None:
+    """BM25 alone, a teacher adapted on SciFact train reranking BM25, and the main rows, on the SciFact slice."""
+    from embedded_models import minilm_dir
+
+    evaluate_row(ledger, work, "bm25", "bm25", "", ("scifact",), args)
+    source = [str(Path(args.data) / "en" / "scifact"), "--layout", "beir", "--split", "train",
+              "--limit", str(args.scifact_train), "--seed", str(args.seed)]
+    mined = read_and_mine(ledger, work, "scifact", source, argparse.Namespace(**{**vars(args), "negatives": 1}))
+    adapter = ledger.stage("adapt teacher_scifact", work / "teacher_scifact", lambda out: sh(
+        adapt_command(backbone, out, [], [mined], None, args)))
+    evaluate_row(ledger, work, "teacher_scifact", "teacher", backbone, ("scifact",), args, adapter=str(adapter))
+    for name, kind, path in (("heads_spec", "d2llm", work / "models" / "heads_spec"),
+                             ("bi_encoder", "bi-encoder", work / "models" / "bi_encoder"),
+                             ("minilm", "sentence-transformers", minilm_dir())):
+        evaluate_row(ledger, work, name, kind, str(path), ("scifact",), args)
+
+
+def export(out: Path) -> None:
+    from embedded_models import smollm2_gguf
+    from pipeline import export_backbone
+
+    export_backbone(smollm2_gguf(), out)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     work = (REPO / args.work).resolve()
+    report = (REPO / args.report).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    command = invocation_command(argv)
+    ledger = Ledger.open(work, settings_of(args), invocation_command(argv))
     if args.report_only:
-        write_partial_report(work, (REPO / args.report).resolve(), args)
+        write_report(work, ledger, report, training_sizes(work / "scored"))
         return
-    ledger = Ledger.open(work, settings_of(args), command)
-    jobs = evaluation_jobs(args)
-    print("evaluation data: " + json.dumps(evaluation_sizes(jobs), indent=2), flush=True)
-    backbone = args.backbone or str(export_stage(ledger, work))
-    mined = prepare_data(ledger, work, args)
-    adapter = adapt_stage(ledger, work, backbone, mined, args)
-    scored = score_stage(ledger, work, backbone, adapter, mined, args)
-    sizes = {"training": training_sizes(mined, scored), "evaluation": evaluation_sizes(jobs)}
-    print("training data: " + json.dumps(sizes["training"]), flush=True)
-    for name in RUN_ORDER:
-        run_row(ledger, work, name, backbone, adapter, scored, args)
-    ledger.save()
-    write_report(ledger, (REPO / args.report).resolve(), sizes, command)
+    backbone = args.backbone or str(ledger.stage("export", work / "smollm2", export))
+    en = Path(args.data) / "en"
+    snli = ledger.stage("split snli", work / "snli", lambda out: write_snli_halves(
+        en / "snli" / "dev.jsonl", args.seed, out))
+    mined = [read_and_mine(ledger, work, name, source, args) for name, source in read_arguments(args, snli).items()]
+    adapter = ledger.stage("adapt teacher", work / "teacher", lambda out: sh(adapt_command(
+        backbone, out, [str(en / "stsb" / "train.jsonl")], mined, args.teacher_pairs, args)))
+    scored = {"full": ledger.stage("score", work / "scored", lambda out: sh(score_command(
+        backbone, adapter, mined, out, work / "scored.shards", args)))}
+    for size in args.curve:
+        scored[f"q{size}"] = ledger.stage(f"subset {size}", work / f"scored_q{size}", lambda out, size=size:
+                                          write_subset(scored["full"], size, args.seed, out))
+    run_rows(ledger, work, backbone, adapter, scored, args)
+    run_scifact(ledger, work, backbone, args)
+    write_report(work, ledger, report, training_sizes(scored["full"]))
 
 
 if __name__ == "__main__":

@@ -70,8 +70,15 @@ class EmbeddingScorer(Scorer):
 
     @torch.no_grad()
     def score_pairs(self, first: Sequence[str], second: Sequence[str], task: str) -> np.ndarray:
-        queries, passages = self.embed(first, "query", task), self.embed(second, "passage", task)
+        """Each distinct text of a side is embedded once (an NLI premise recurs with every hypothesis)."""
+        queries, passages = self._embed_distinct(first, "query", task), self._embed_distinct(second, "passage", task)
         return self.pairwise(queries, passages, task).float().cpu().numpy()
+
+    def _embed_distinct(self, texts: Sequence[str], side: str, task: str) -> torch.Tensor:
+        """``embed`` of ``texts`` (``[N, ...]``, in order), running each distinct text once."""
+        distinct = list(dict.fromkeys(texts))
+        where = {text: row for row, text in enumerate(distinct)}
+        return self.embed(distinct, side, task)[torch.tensor([where[text] for text in texts], dtype=torch.long)]
 
     @torch.no_grad()
     def retrieve(self, queries: dict[str, str], corpus: dict[str, str], top_k: int, task: str = "asymmetric") -> Run:

@@ -194,3 +194,16 @@ def test_constant_scores_exit_2_with_the_metric_named(data, capsys, monkeypatch)
     monkeypatch.setattr(CosineScorer, "pairwise", lambda self, q, p, task: torch.zeros(len(q)))
     code, _, err = run_cli(capsys, "--model", embedded_models.minilm_dir(), "--sts", data["sts"], "--device", "cpu")
     assert code == 2 and "Spearman correlation is undefined" in err
+
+
+def test_pair_scores_embed_each_distinct_text_once_and_keep_the_pair_order(checkpoint):
+    model = load_d2llm(str(checkpoint), "cpu")
+    scorer = D2LLMScorer(model)
+    calls: list[list[str]] = []
+    embed = scorer.embed
+    scorer.embed = lambda texts, side, task: calls.append(list(texts)) or embed(texts, side, task)
+    first, second = [FIRST[0], FIRST[1], FIRST[0]], [SECOND[0], SECOND[1], SECOND[2]]
+    scores = scorer.score_pairs(first, second, "symmetric")
+    assert calls[0] == [FIRST[0], FIRST[1]] and calls[1] == second  # the repeated premise ran once
+    one_by_one = [D2LLMScorer(model).score_pairs([a], [b], "symmetric")[0] for a, b in zip(first, second)]
+    torch.testing.assert_close(torch.as_tensor(scores), torch.as_tensor(one_by_one), rtol=1e-5, atol=1e-5)
