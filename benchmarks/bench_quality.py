@@ -188,6 +188,17 @@ class Ledger:
         return sum(invocation["seconds"] for invocation in self.data["invocations"])
 
 
+def recorded_ledger(work: Path, settings: dict[str, Any]) -> Ledger:
+    """The ledger of a run that has scored its batches, read only (``--report-only`` records nothing)."""
+    path = work / "results.json"
+    if not (path.exists() and (work / "scored").exists()):
+        raise SystemExit(f"{work} holds no run that has reached its scored batches: nothing to report")
+    data = json.loads(path.read_text())
+    if data["settings"] != settings:
+        raise SystemExit(f"{path} holds a run with other settings {data['settings']}: give the same options")
+    return Ledger(path, data)
+
+
 def write_json(path: Path, data: Any) -> None:
     """JSON through a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,13 +291,25 @@ def write_subset(scored: Path, queries: int, seed: int, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- training
+def bf16_options() -> list[str]:
+    """bf16 autocast for end-to-end training where the hardware is fast at it (on a CPU: ``--use_cpu``)."""
+    import torch
+
+    from hardware import fast_bf16
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not fast_bf16(device):
+        return []
+    return ["--bf16", "true", *(["--use_cpu", "true"] if device == "cpu" else [])]
+
+
 def train_command(row: Row, backbone: str, scored: Path, cache: Path, out: Path, args: argparse.Namespace
                   ) -> list[str]:
     """``train.py`` (one process under accelerate) for a trained row, on top of ``configs/main_job.yaml``."""
     common = ["--model_name_or_path", backbone, "--train_dataset", str(scored), "--output_dir", str(out),
               "--max_seq_length", str(args.max_tokens), "--seed", str(args.seed), "--disable_tqdm", "true"]
     heads = ["--head_warmup_epochs", str(args.heads_epochs), "--head_warmup_cache_dir", str(cache)]
-    end_to_end = ["--num_train_epochs", str(args.epochs), "--bf16", "true"]
+    end_to_end = ["--num_train_epochs", str(args.epochs), *bf16_options()]
     kind = {
         "heads": [*heads, "--num_train_epochs", "0"],
         "end_to_end": end_to_end,
@@ -606,11 +629,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     work = (REPO / args.work).resolve()
     report = (REPO / args.report).resolve()
+    if args.report_only:
+        write_report(work, recorded_ledger(work, settings_of(args)), report, training_sizes(work / "scored"))
+        return
     work.mkdir(parents=True, exist_ok=True)
     ledger = Ledger.open(work, settings_of(args), invocation_command(argv))
-    if args.report_only:
-        write_report(work, ledger, report, training_sizes(work / "scored"))
-        return
     backbone = args.backbone or str(ledger.stage("export", work / "smollm2", export))
     en = Path(args.data) / "en"
     snli = ledger.stage("split snli", work / "snli", lambda out: write_snli_halves(
