@@ -638,11 +638,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     en = Path(args.data) / "en"
     snli = ledger.stage("split snli", work / "snli", lambda out: write_snli_halves(
         en / "snli" / "dev.jsonl", args.seed, out))
-    mined = [read_and_mine(ledger, work, name, source, args) for name, source in read_arguments(args, snli).items()]
-    adapter = ledger.stage("adapt teacher", work / "teacher", lambda out: sh(adapt_command(
-        backbone, out, [str(en / "stsb" / "train.jsonl")], mined, args.teacher_pairs, args)))
+    mined = {name: read_and_mine(ledger, work, name, source, args)
+             for name, source in read_arguments(args, snli).items()}
+    adapter = ledger.stage("adapt teacher", work / "teacher", lambda out: sh(adapt_command(  # STS-B: graded pairs
+        backbone, out, [str(en / "stsb" / "train.jsonl")], [mined["sick"], mined["snli"]], args.teacher_pairs, args)))
     scored = {"full": ledger.stage("score", work / "scored", lambda out: sh(score_command(
-        backbone, adapter, mined, out, work / "scored.shards", args)))}
+        backbone, adapter, list(mined.values()), out, work / "scored.shards", args)))}
     for size in args.curve:
         scored[f"q{size}"] = ledger.stage(f"subset {size}", work / f"scored_q{size}", lambda out, size=size:
                                           write_subset(scored["full"], size, args.seed, out))
