@@ -13,10 +13,10 @@ a model card; ``--save_adapter`` also writes the LoRA adapter checkpoint to ``ou
 cached on disk, or recomputed each step with ``--head_warmup_states recompute``), then trains end to end
 (``head_warmup.py``).
 
-``--objective bi-encoder`` trains the BeLLM-style baseline instead (``trainer_bi_encoder``): the same backbone
+``--objective bi-encoder`` trains the BeLLM-style baseline instead (``baselines.trainer_bi_encoder``): the same backbone
 options (LoRA, ``bidirectional_layers``, ``max_seq_length``), ``--bi_encoder_pooling`` and ``--prompt_template``,
 loss ``--ibn_weight * InfoNCE + --angle_weight * AnglE`` at ``--bi_encoder_temperature``, on the same scored
-batches' texts; it saves a ``bi_encoder.BiEncoder`` folder, which ``evaluate_model.py`` reads.
+batches' texts; it saves a ``baselines.bi_encoder.BiEncoder`` folder, which ``evaluate_model.py`` reads.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from bi_encoder import BELLM_PROMPT, BiEncoder
+from baselines.bi_encoder import BELLM_PROMPT, BiEncoder
+from baselines.trainer_bi_encoder import BiEncoderTrainer
 from data_collator import ScoredBatchError
 from head_warmup import run_head_warmup
 from modeling_d2llm import D2LLMModel
-from trainer_bi_encoder import BiEncoderTrainer
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
 
 logger = logging.getLogger("d2llm.train")

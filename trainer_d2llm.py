@@ -407,8 +407,8 @@ class D2LLMTrainingArguments(TrainingArguments):
                                  "gradient_accumulation_steps")
         if self.ddp_find_unused_parameters:
             raise ValueError("ddp_find_unused_parameters must be False: the IEM scores outside the DDP forward")
-        from head_warmup import STATES_CHOICES
         from hardware import DTYPE_CHOICES
+        from head_warmup import STATES_CHOICES
 
         if self.head_warmup_states not in STATES_CHOICES:
             raise ValueError(f"head_warmup_states must be one of {STATES_CHOICES}, got {self.head_warmup_states!r}")
@@ -427,7 +427,7 @@ class D2LLMTrainingArguments(TrainingArguments):
 
     @property
     def bi_encoder_loss_weights(self) -> dict[str, float]:
-        """Keyword arguments of ``bi_encoder.bi_encoder_loss_terms``."""
+        """Keyword arguments of ``baselines.bi_encoder.bi_encoder_loss_terms``."""
         return {"temperature": self.bi_encoder_temperature, "ibn_weight": self.ibn_weight,
                 "angle_weight": self.angle_weight, "cosine_weight": self.cosine_weight}
 

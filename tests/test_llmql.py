@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaForCausalLM
 
-from bi_encoder import BiEncoder
-from llmql import IGNORE_INDEX, QLCollator, attention_stop_mask, corrupt_documents, tokenize_pairs
+from baselines.bi_encoder import BiEncoder
+from baselines.llmql import IGNORE_INDEX, QLCollator, attention_stop_mask, corrupt_documents, tokenize_pairs
+from baselines.pretrain_ql import main
 from modeling_d2llm import D2LLMModel
-from pretrain_ql import main
-from tiny import tiny_llama, tiny_tokenizer
 
 PAIRS = [
     {"query": "what is the capital of france", "positive": "paris is the capital city of france on a river"},

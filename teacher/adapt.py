@@ -8,7 +8,7 @@ The teacher is evaluated on dev data (``teacher_eval``) before and after.
 
 Command line::
 
-    python -m preprocess.adapt_teacher --teacher MODEL_OR_GGUF --output ADAPTER_DIR
+    python -m teacher.adapt --teacher MODEL_OR_GGUF --output ADAPTER_DIR
         [--train-pairs FILE ...] [--train-mined DIR ...] [--limit N]
         [--dev-pairs FILE] [--dev-mined DIR] [--epochs 1] [--batch-size 16] [--lr 2e-4] [--lora-r 16]
         [--bf16] [--activation-checkpointing] [--dtype auto|float32|bfloat16] [--prompt-preset spec|short]
@@ -36,10 +36,10 @@ import torch
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
-from preprocess.prompts import prompts_to_json
 from preprocess.readers import PAIR_FEATURES, POSITIVE_LABELS, read_pairs
-from preprocess.teacher import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher, add_teacher_cost_arguments
-from preprocess.teacher_eval import add_dev_arguments, evaluate_teacher, load_dev
+from teacher.evaluate import add_dev_arguments, evaluate_teacher, load_dev
+from teacher.model import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher, add_teacher_cost_arguments
+from teacher.prompts import prompts_to_json
 
 logger = logging.getLogger(__name__)
 

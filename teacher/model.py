@@ -8,7 +8,7 @@ head runs at the last position only (``logits_to_keep=1``).
 
 Command line (a quick look at a teacher on a few pairs of a JSONL file)::
 
-    python -m preprocess.teacher --model PATH_OR_GGUF [--adapter DIR] --pairs FILE.jsonl --task symmetric
+    python -m teacher.model --model PATH_OR_GGUF [--adapter DIR] --pairs FILE.jsonl --task symmetric
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
 from modeling_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
-from preprocess.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
+from teacher.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"
 """Saved next to a LoRA adapter by ``adapt_teacher``: the prompts it was trained with."""
@@ -91,7 +91,7 @@ class YesNoTeacher:
         scores far more closely than bfloat16 weights. The adapter is merged for speed unless
         ``merge_adapter=False`` (to train it further). ``kwargs`` go to the constructor (``max_query_tokens``,
         ``max_passage_tokens``; None means the default). The adapter's saved prompts and token limits are used
-        unless ``prompts``, ``prompt_preset`` (``preprocess.prompts.PRESETS``) or the limit is given.
+        unless ``prompts``, ``prompt_preset`` (``teacher.prompts.PRESETS``) or the limit is given.
         """
         name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="hub id, folder or .gguf file of a causal LM")
-    parser.add_argument("--adapter", help="LoRA folder written by preprocess.adapt_teacher")
+    parser.add_argument("--adapter", help="LoRA folder written by teacher.adapt")
     parser.add_argument("--pairs", required=True, help="JSONL with sentence1, sentence2 (and score/label)")
     parser.add_argument("--task", default="symmetric", choices=("symmetric", "asymmetric"))
     parser.add_argument("--language", default="en")

@@ -7,14 +7,13 @@ import json
 import pytest
 import torch
 from datasets import Dataset
-from preprocess_tiny import tiny_mined, tiny_teacher
+from teacher_tiny import tiny_mined, tiny_teacher
 
-from preprocess.adapt_teacher import (AdaptConfig, adapt, add_lora, class_weights, load_training_pairs,
-                                     pairs_from_mined, save_adapter)
 from preprocess.readers import PAIR_FEATURES
-from preprocess.teacher import PROMPTS_FILE, YesNoTeacher
-from preprocess.teacher_eval import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
-
+from teacher.adapt import (AdaptConfig, adapt, add_lora, class_weights, load_training_pairs, pairs_from_mined,
+                           save_adapter)
+from teacher.evaluate import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
+from teacher.model import PROMPTS_FILE, YesNoTeacher
 
 ANIMALS, FOOD = ["cat", "dog", "bird", "fish"], ["apple", "banana", "coffee", "tea"]
 
