@@ -37,7 +37,7 @@ def export_backbone(source: str, target: Path) -> None:
     """Unpack a ``.gguf`` causal LM once into a plain folder: later stages load it in seconds, not ~30 s each."""
     from transformers import AutoModelForCausalLM
 
-    from modeling_d2llm import load_backbone
+    from backbone_d2llm import load_backbone
 
     model, tokenizer = load_backbone(AutoModelForCausalLM, source)
     model.save_pretrained(target)

@@ -18,7 +18,7 @@ from typing import Sequence
 from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
 
 from baselines.llmql import QLCollator, load_pairs
-from modeling_d2llm import load_backbone
+from backbone_d2llm import load_backbone
 
 
 @dataclass

@@ -70,7 +70,7 @@ def base_backbone(work: Path) -> str:
         from transformers import AutoModelForCausalLM
 
         from embedded_models import smollm2_gguf
-        from modeling_d2llm import load_backbone
+        from backbone_d2llm import load_backbone
 
         model, tokenizer = load_backbone(AutoModelForCausalLM, smollm2_gguf())
         model.save_pretrained(folder)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
-from modeling_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
+from backbone_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
 from teacher.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"

@@ -73,7 +73,7 @@ def test_saved_checkpoint_scores_identically_in_fresh_process(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path / "ckpt")
     files = {p.name for p in (tmp_path / "ckpt").iterdir()}
-    assert {"config.json", "model.safetensors", "modeling_d2llm.py", "configuration_d2llm.py",
+    assert {"config.json", "model.safetensors", "modeling_d2llm.py", "configuration_d2llm.py", "backbone_d2llm.py",
             "tokenizer.json"} <= files
     assert_same_scores(scores(model), fresh_process_scores(tmp_path / "ckpt", tmp_path))
 
@@ -107,7 +107,8 @@ def test_adapter_checkpoint_rebuilds_backbone_adapter_and_heads(tmp_path):
     expected = scores(model)
     model.save_pretrained(tmp_path / "adapter", merge_lora=False)
     files = {p.name for p in (tmp_path / "adapter").iterdir()}
-    assert {"backbone_adapter", "heads.safetensors", "config.json", "modeling_d2llm.py"} <= files
+    assert {"backbone_adapter", "heads.safetensors", "config.json", "modeling_d2llm.py", "configuration_d2llm.py",
+            "backbone_d2llm.py"} <= files
     assert "model.safetensors" not in files
     assert_same_scores(expected, fresh_process_scores(tmp_path / "adapter", tmp_path))
 
