@@ -281,9 +281,8 @@ class D2LLMModel(D2LLMPreTrainedModel):
         PeftModel = _peft().PeftModel
 
         config = D2LLMConfig.from_pretrained(path)
-        overrides = {k: v for k, v in config.to_dict().items() if k in _HEAD_SETTINGS}
         model = cls.from_backbone(adapter_base["name_or_path"], gguf_file=adapter_base.get("gguf_file"),
-                                  dtype=kwargs.get("dtype"), **overrides)
+                                  dtype=kwargs.get("dtype"), **config.head_settings())
         model.backbone = PeftModel.from_pretrained(model.backbone, os.path.join(path, ADAPTER_DIR))
         heads = load_file(os.path.join(path, HEADS_FILE))
         missing = set(_head_state_dict(model)) - set(heads)
@@ -571,11 +570,6 @@ class D2LLMModel(D2LLMPreTrainedModel):
             scores = self.similarity(query_embedding, passage_embeddings, task=task)[0].float().cpu()
         top = torch.argsort(scores, descending=True)[: top_k or len(passages)]
         return [(int(i), float(scores[i])) for i in top]
-
-
-_HEAD_SETTINGS = {"pooling", "pma_num_heads", "pma_num_seeds", "pma_layer_norm", "iem_hidden_size", "iem_dropout",
-                  "task_names", "pooling_layer", "normalize_embeddings", "max_seq_length", "query_instructions",
-                  "passage_instructions", "bidirectional_layers", "initializer_range", "iem_init", "pma_init"}
 
 
 def _head_state_dict(model: D2LLMModel) -> dict[str, torch.Tensor]:
