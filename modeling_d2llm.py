@@ -10,6 +10,7 @@ Shapes: N texts of T tokens, backbone width d, k PMA seeds, embedding D = k * d,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -273,7 +274,9 @@ class D2LLMModel(D2LLMPreTrainedModel):
         path = str(pretrained_model_name_or_path)
         adapter_base = _adapter_base(path)
         if adapter_base is None:
-            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            weights = os.path.join(path, "model.safetensors")
+            with _naming_damaged_weights(weights if os.path.isfile(weights) else path):
+                model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
             model._tokenizer_path = path
             return model
         from safetensors.torch import load_file
@@ -284,7 +287,8 @@ class D2LLMModel(D2LLMPreTrainedModel):
         model = cls.from_backbone(adapter_base["name_or_path"], gguf_file=adapter_base.get("gguf_file"),
                                   dtype=kwargs.get("dtype"), **config.head_settings())
         model.backbone = PeftModel.from_pretrained(model.backbone, os.path.join(path, ADAPTER_DIR))
-        heads = load_file(os.path.join(path, HEADS_FILE))
+        with _naming_damaged_weights(os.path.join(path, HEADS_FILE)):
+            heads = load_file(os.path.join(path, HEADS_FILE))
         missing = set(_head_state_dict(model)) - set(heads)
         if missing:
             raise ValueError(f"{os.path.join(path, HEADS_FILE)} lacks {sorted(missing)}")
@@ -572,6 +576,24 @@ class D2LLMModel(D2LLMPreTrainedModel):
         return [(int(i), float(scores[i])) for i in top]
 
 
+class CheckpointError(OSError):
+    """A checkpoint's weights file that cannot be read (truncated, damaged); the message names the file."""
+
+
+@contextlib.contextmanager
+def _naming_damaged_weights(file: str):
+    """Re-raise safetensors' errors (whose messages name no file) as a ``CheckpointError`` naming ``file``."""
+    try:
+        yield
+    except Exception as error:
+        from safetensors import SafetensorError
+
+        if not isinstance(error, SafetensorError):
+            raise
+        raise CheckpointError(f"{file}: cannot read the weights ({error}): the file is damaged or was not fully "
+                              "written") from None
+
+
 def _head_state_dict(model: D2LLMModel) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
 
@@ -608,4 +630,4 @@ def _as_tensor(values: Any) -> torch.Tensor:
 D2LLMConfig.register_for_auto_class()
 D2LLMModel.register_for_auto_class("AutoModel")
 
-__all__ = ["D2LLMModel", "D2LLMPreTrainedModel", "D2LLMOutput", "PMA", "IEM"]
+__all__ = ["D2LLMModel", "D2LLMPreTrainedModel", "D2LLMOutput", "PMA", "IEM", "CheckpointError"]

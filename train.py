@@ -285,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> D2LLMTrainer | BiEncoderTrainer:
 
 if __name__ == "__main__":
     from cli_errors import run_command
+    from modeling_d2llm import CheckpointError
     from token_state_cache import CacheMismatchError
 
-    run_command(main, ScoredBatchError, CacheMismatchError, FileNotFoundError)
+    run_command(main, ScoredBatchError, CacheMismatchError, CheckpointError, FileNotFoundError)

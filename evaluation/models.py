@@ -49,7 +49,10 @@ def load_d2llm(name_or_path: str, device: str | None = None) -> Any:
     if found != "d2llm":
         raise ModelError(f"{name_or_path}: not a D2LLM checkpoint (config.json model_type is {found!r}, "
                          "expected 'd2llm')")
-    model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True)
+    try:
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True)
+    except OSError as error:  # a damaged or missing weights file (the remote code's CheckpointError names it)
+        raise ModelError(str(error)) from None
     return model.to(device or _default_device()).eval()
 
 
