@@ -6,6 +6,7 @@ Remote-code file: imports torch/transformers only, so that
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
@@ -143,6 +144,11 @@ class D2LLMConfig(PretrainedConfig):
                 f"bidirectional_layers must be in [0, {self.num_backbone_layers}], got {self.bidirectional_layers}"
             )
 
+    def head_settings(self) -> dict[str, Any]:
+        """Every setting but ``backbone_config``, by name (``HEAD_SETTINGS``): what ``D2LLMModel.from_backbone``
+        takes to rebuild this student on its backbone."""
+        return {name: getattr(self, name) for name in HEAD_SETTINGS}
+
     @property
     def hidden_size(self) -> int:
         """Width d of the backbone's token states."""
@@ -158,4 +164,11 @@ class D2LLMConfig(PretrainedConfig):
         return self.pma_num_seeds * self.hidden_size if self.pooling == "pma" else self.hidden_size
 
 
-__all__ = ["D2LLMConfig"]
+# The one list of the student's own settings (every argument of D2LLMConfig but the backbone's config), with the
+# defaults: train.py's options and the adapter checkpoints' reload are derived from it.
+HEAD_SETTING_DEFAULTS: dict[str, Any] = {
+    name: parameter.default for name, parameter in inspect.signature(D2LLMConfig.__init__).parameters.items()
+    if name not in ("self", "backbone_config") and parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
+HEAD_SETTINGS = tuple(HEAD_SETTING_DEFAULTS)
+
+__all__ = ["D2LLMConfig", "HEAD_SETTINGS", "HEAD_SETTING_DEFAULTS"]

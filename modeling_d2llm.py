@@ -1,6 +1,7 @@
 """D2LLM: a decomposed LLM bi-encoder whose PMA pooling and IEM scorer emulate a cross-encoder.
 
-Remote-code file: module-level imports are torch and transformers only (peft, tqdm and
+Remote-code file, saved with every checkpoint next to ``configuration_d2llm.py`` and ``backbone_d2llm.py``
+(backbone loading): module-level imports are torch and transformers only (peft, tqdm and
 safetensors are imported lazily where needed), so a checkpoint loads with
 ``AutoModel.from_pretrained(path, trust_remote_code=True)`` anywhere.
 
@@ -9,6 +10,7 @@ Shapes: N texts of T tokens, backbone width d, k PMA seeds, embedding D = k * d,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,13 +19,15 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, GgufConfig, PretrainedConfig, PreTrainedModel
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 try:  # inside the dynamic-module package of a saved checkpoint
+    from .backbone_d2llm import apply_bidirectional_layers, load_backbone, load_tokenizer, mean_pool, split_gguf_path
     from .configuration_d2llm import D2LLMConfig
 except ImportError:  # imported from this repository's root
+    from backbone_d2llm import apply_bidirectional_layers, load_backbone, load_tokenizer, mean_pool, split_gguf_path
     from configuration_d2llm import D2LLMConfig
 
 ADAPTER_DIR = "backbone_adapter"
@@ -71,13 +75,6 @@ class PMA(nn.Module):
         pooled = self.norm0(seeds + attended)
         pooled = self.norm1(pooled + F.relu(self.output(pooled)))
         return pooled.flatten(1)
-
-
-def mean_pool(token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean ``sum_t m_t x_t / sum_t m_t``: ``[N, T, d], [N, T] -> [N, d]`` (padded states ignored, even NaN)."""
-    keep = attention_mask.bool().unsqueeze(-1)
-    total = token_states.masked_fill(~keep, 0.0).sum(dim=1)
-    return total / keep.sum(dim=1).clamp_min(1).to(total.dtype)
 
 
 class IEM(nn.Module):
@@ -277,7 +274,9 @@ class D2LLMModel(D2LLMPreTrainedModel):
         path = str(pretrained_model_name_or_path)
         adapter_base = _adapter_base(path)
         if adapter_base is None:
-            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            weights = os.path.join(path, "model.safetensors")
+            with _naming_damaged_weights(weights if os.path.isfile(weights) else path):
+                model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
             model._tokenizer_path = path
             return model
         from safetensors.torch import load_file
@@ -285,11 +284,11 @@ class D2LLMModel(D2LLMPreTrainedModel):
         PeftModel = _peft().PeftModel
 
         config = D2LLMConfig.from_pretrained(path)
-        overrides = {k: v for k, v in config.to_dict().items() if k in _HEAD_SETTINGS}
         model = cls.from_backbone(adapter_base["name_or_path"], gguf_file=adapter_base.get("gguf_file"),
-                                  dtype=kwargs.get("dtype"), **overrides)
+                                  dtype=kwargs.get("dtype"), **config.head_settings())
         model.backbone = PeftModel.from_pretrained(model.backbone, os.path.join(path, ADAPTER_DIR))
-        heads = load_file(os.path.join(path, HEADS_FILE))
+        with _naming_damaged_weights(os.path.join(path, HEADS_FILE)):
+            heads = load_file(os.path.join(path, HEADS_FILE))
         missing = set(_head_state_dict(model)) - set(heads)
         if missing:
             raise ValueError(f"{os.path.join(path, HEADS_FILE)} lacks {sorted(missing)}")
@@ -370,7 +369,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, merge_lora: bool = True,
                         state_dict: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> None:
-        """Save config, weights, the two remote-code files and the tokenizer.
+        """Save config, weights, the three remote-code files and the tokenizer.
 
         With LoRA on: ``merge_lora=True`` writes a plain checkpoint with the adapter folded in (loads without
         peft); ``merge_lora=False`` writes the peft adapter (``backbone_adapter/``), the PMA/IEM weights
@@ -577,9 +576,22 @@ class D2LLMModel(D2LLMPreTrainedModel):
         return [(int(i), float(scores[i])) for i in top]
 
 
-_HEAD_SETTINGS = {"pooling", "pma_num_heads", "pma_num_seeds", "pma_layer_norm", "iem_hidden_size", "iem_dropout",
-                  "task_names", "pooling_layer", "normalize_embeddings", "max_seq_length", "query_instructions",
-                  "passage_instructions", "bidirectional_layers", "initializer_range", "iem_init", "pma_init"}
+class CheckpointError(OSError):
+    """A checkpoint's weights file that cannot be read (truncated, damaged); the message names the file."""
+
+
+@contextlib.contextmanager
+def _naming_damaged_weights(file: str):
+    """Re-raise safetensors' errors (whose messages name no file) as a ``CheckpointError`` naming ``file``."""
+    try:
+        yield
+    except Exception as error:
+        from safetensors import SafetensorError
+
+        if not isinstance(error, SafetensorError):
+            raise
+        raise CheckpointError(f"{file}: cannot read the weights ({error}): the file is damaged or was not fully "
+                              "written") from None
 
 
 def _head_state_dict(model: D2LLMModel) -> dict[str, torch.Tensor]:
@@ -615,95 +627,7 @@ def _as_tensor(values: Any) -> torch.Tensor:
     return values if isinstance(values, torch.Tensor) else torch.as_tensor(values)
 
 
-# ---------------------------------------------------------------------- BeLLM backward dependency
-def apply_bidirectional_layers(backbone: nn.Module, num_layers: int) -> nn.Module:
-    """BeLLM: the last ``num_layers`` self-attention layers of a decoder backbone attend in both directions.
-
-    The backbone's code is untouched: each chosen attention module (by ``layer_idx``) gets ``is_causal = False``
-    (read by sdpa and flash-attention when no mask is materialised) and a forward pre-hook that widens the 4D mask
-    it receives to ``M_bi[b, :, i, j] = max_i' M[b, :, i', j]``: a key is visible to every query iff some query
-    sees it. Under causal, sliding-window and padding masks that keeps exactly the real tokens, for either padding
-    side. Flash-attention's 2D padding masks pass unchanged. Hooks travel with the modules, so peft LoRA, gradient
-    checkpointing and ``save_pretrained`` (the count is in the config) keep them. Idempotent; 0 is a no-op.
-    Encoder backbones (no causal attention module) refuse ``num_layers > 0``: they are bidirectional already.
-    """
-    if num_layers == 0:
-        return backbone
-    attentions = [module for module in backbone.modules()
-                  if isinstance(getattr(module, "layer_idx", None), int) and hasattr(module, "is_causal")]
-    if not any(module.is_causal or hasattr(module, "_d2llm_bidirectional") for module in attentions):
-        raise ValueError(f"bidirectional_layers={num_layers} needs a decoder backbone with causal self-attention; "
-                         f"{type(backbone).__name__} has none (an encoder is bidirectional already: use 0)")
-    total = backbone.config.num_hidden_layers
-    chosen = [module for module in attentions if module.layer_idx >= total - num_layers]
-    if len(chosen) != num_layers:
-        raise ValueError(f"found {len(chosen)} self-attention modules among the last {num_layers} of {total} layers "
-                         f"of {type(backbone).__name__}; expected one per layer")
-    for module in chosen:
-        if not hasattr(module, "_d2llm_bidirectional"):
-            module.is_causal = False
-            module.register_forward_pre_hook(_bidirectional_mask_hook, with_kwargs=True)
-            module._d2llm_bidirectional = True
-    return backbone
-
-
-def _bidirectional_mask_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    """Forward pre-hook of a bidirectional attention module: replace its causal 4D mask by the padding mask."""
-    if "attention_mask" not in kwargs and len(args) > 2:
-        raise TypeError(f"{type(module).__name__} got its attention mask by position; bidirectional_layers needs it "
-                        "by keyword")
-    mask = kwargs.get("attention_mask")
-    if mask is None or (isinstance(mask, torch.Tensor) and mask.dim() == 2):
-        return args, kwargs  # no materialised causal pattern: `is_causal = False` suffices
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
-        raise NotImplementedError(f"bidirectional_layers supports eager, sdpa and flash attention masks, "
-                                  f"not {type(mask).__name__}")
-    visible = mask.any(dim=-2, keepdim=True) if mask.dtype == torch.bool else mask.amax(dim=-2, keepdim=True)
-    return args, {**kwargs, "attention_mask": visible.expand_as(mask)}
-
-
-def default_attn_implementation() -> str:
-    """flash-attention 2 where it is installed and a GPU is present, else PyTorch's sdpa."""
-    from transformers.utils import is_flash_attn_2_available
-
-    if torch.cuda.is_available() and is_flash_attn_2_available():
-        return "flash_attention_2"
-    return "sdpa"
-
-
-def split_gguf_path(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """``(folder or hub id, gguf file name or None)``: a path ending in ``.gguf`` names its folder and file."""
-    if gguf_file is None and str(name_or_path).endswith(".gguf"):
-        return os.path.split(os.path.abspath(name_or_path))
-    return str(name_or_path), gguf_file
-
-
-def load_backbone(auto_class: Any, name_or_path: str, *, gguf_file: str | None = None,
-                  dtype: torch.dtype | str | None = None, attn_implementation: str | None = None) -> tuple[Any, Any]:
-    """``(auto_class.from_pretrained(...), tokenizer)`` from a folder, a hub id or a ``.gguf`` file path.
-
-    ``auto_class``: ``AutoModel`` for an encoder backbone, ``AutoModelForCausalLM`` to keep the LM head. GGUF
-    weights are unpacked into a plain dense model: packed ones can be neither trained nor saved.
-    """
-    name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation or default_attn_implementation()}
-    if gguf_file is not None:
-        kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True))
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    return auto_class.from_pretrained(name_or_path, **kwargs), load_tokenizer(name_or_path, gguf_file=gguf_file)
-
-
-def load_tokenizer(name_or_path: str, gguf_file: str | None = None, trust_remote_code: bool = False):
-    """AutoTokenizer with a pad token (decoder LLMs often lack one: their EOS is used)."""
-    kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return tokenizer
-
-
 D2LLMConfig.register_for_auto_class()
 D2LLMModel.register_for_auto_class("AutoModel")
 
-__all__ = ["D2LLMModel", "D2LLMPreTrainedModel", "D2LLMOutput", "PMA", "IEM", "apply_bidirectional_layers"]
+__all__ = ["D2LLMModel", "D2LLMPreTrainedModel", "D2LLMOutput", "PMA", "IEM", "CheckpointError"]

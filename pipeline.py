@@ -37,7 +37,7 @@ def export_backbone(source: str, target: Path) -> None:
     """Unpack a ``.gguf`` causal LM once into a plain folder: later stages load it in seconds, not ~30 s each."""
     from transformers import AutoModelForCausalLM
 
-    from modeling_d2llm import load_backbone
+    from backbone_d2llm import load_backbone
 
     model, tokenizer = load_backbone(AutoModelForCausalLM, source)
     model.save_pretrained(target)
@@ -104,11 +104,11 @@ def main() -> None:
         run("mine", mined, lambda out, read=read: [PYTHON, "-m", "preprocess.mining", "--input", str(read),
                                                    "--output", out, "--k", k, "--skip-top", "0"], log)
     run("adapt teacher", adapter, lambda out: [
-        PYTHON, "-m", "preprocess.adapt_teacher", "--teacher", teacher, "--output", out, "--train-pairs", args.pairs,
+        PYTHON, "-m", "teacher.adapt", "--teacher", teacher, "--output", out, "--train-pairs", args.pairs,
         "--train-mined", str(mined_r), "--dev-pairs", args.pairs_test, "--epochs", str(args.teacher_epochs),
         "--batch-size", "8", "--lr", "5e-4", "--dtype", args.teacher_dtype], log)
     run("score", scored, lambda out: [
-        PYTHON, "-m", "preprocess.score", "--input", str(mined_r), str(mined_p), "--output", out, "--teacher", teacher,
+        PYTHON, "-m", "teacher.score", "--input", str(mined_r), str(mined_p), "--output", out, "--teacher", teacher,
         "--adapter", str(adapter), "--batch-size", str(args.batch_size), "--dtype", args.teacher_dtype,
         "--drop-last"], log)  # every stored batch must have B queries: train.py refuses a short one
     run("distil", model, lambda out: [

@@ -24,20 +24,35 @@ def partial_path(output: Path) -> Path:
 def build_once(output: Path, build: Callable[[Path], None]) -> float | None:
     """Build ``output`` unless it exists; returns the seconds ``build`` took, or None when it was done already.
 
-    ``build(partial)`` writes the whole output (a file or a folder) at ``partial``; it is renamed to ``output``
-    when ``build`` returns. Whatever an earlier, killed build left at ``partial`` is removed first.
+    ``build(partial)`` writes the whole output (a file or a folder) as in ``write_whole``.
     """
     output = Path(output)
     if output.exists():
         return None
-    partial = partial_path(output)
-    if partial.is_dir():
-        shutil.rmtree(partial)
-    partial.unlink(missing_ok=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    write_whole(output, build)
+    return time.perf_counter() - start
+
+
+def write_whole(output: Path, build: Callable[[Path], None]) -> None:
+    """Write ``output`` (a file or a folder) complete or not at all, replacing any older ``output``.
+
+    ``build(partial)`` writes it at ``partial_path(output)``, which is renamed to ``output`` when ``build`` returns.
+    Whatever an earlier, killed build left at ``partial`` is removed first.
+    """
+    output = Path(output)
+    partial = partial_path(output)
+    _remove(partial)
+    partial.parent.mkdir(parents=True, exist_ok=True)
     build(partial)
     if not partial.exists():
-        raise RuntimeError(f"stage {output} finished without writing {partial}")
+        raise RuntimeError(f"{output} was not written: the build left nothing at {partial}")
+    _remove(output)
     os.replace(partial, output)
-    return time.perf_counter() - start
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

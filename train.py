@@ -13,10 +13,10 @@ a model card; ``--save_adapter`` also writes the LoRA adapter checkpoint to ``ou
 cached on disk, or recomputed each step with ``--head_warmup_states recompute``), then trains end to end
 (``head_warmup.py``).
 
-``--objective bi-encoder`` trains the BeLLM-style baseline instead (``trainer_bi_encoder``): the same backbone
+``--objective bi-encoder`` trains the BeLLM-style baseline instead (``baselines.trainer_bi_encoder``): the same backbone
 options (LoRA, ``bidirectional_layers``, ``max_seq_length``), ``--bi_encoder_pooling`` and ``--prompt_template``,
 loss ``--ibn_weight * InfoNCE + --angle_weight * AnglE`` at ``--bi_encoder_temperature``, on the same scored
-batches' texts; it saves a ``bi_encoder.BiEncoder`` folder, which ``evaluate_model.py`` reads.
+batches' texts; it saves a ``baselines.bi_encoder.BiEncoder`` folder, which ``evaluate_model.py`` reads.
 """
 
 from __future__ import annotations
@@ -32,17 +32,23 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from bi_encoder import BELLM_PROMPT, BiEncoder
+from baselines.bi_encoder import BELLM_PROMPT, BiEncoder
+from baselines.trainer_bi_encoder import BiEncoderTrainer
+from configuration_d2llm import HEAD_SETTING_DEFAULTS, HEAD_SETTINGS
 from data_collator import ScoredBatchError
 from head_warmup import run_head_warmup
 from modeling_d2llm import D2LLMModel
-from trainer_bi_encoder import BiEncoderTrainer
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
 
 logger = logging.getLogger("d2llm.train")
 ADAPTER_SUBDIR = "adapter"
 RESUME_LAST = ("last", "latest", "true", "True")
 OBJECTIVES = ("d2llm", "bi-encoder")
+
+
+def _setting(name: str, help_text: str) -> Any:
+    """A dataclass field for the ``D2LLMConfig`` setting ``name``, with the config's default."""
+    return field(default=HEAD_SETTING_DEFAULTS[name], metadata={"help": help_text})
 
 
 @dataclass
@@ -61,26 +67,29 @@ class ModelArguments:
     dtype: str | None = field(default=None, metadata={"help": "Weights dtype when loading (float32, bfloat16, ...)."})
     attn_implementation: str | None = field(default=None, metadata={
         "help": "sdpa, eager or flash_attention_2 (default: flash-attention 2 on a GPU where installed, else sdpa)."})
-    pooling: str = field(default="pma", metadata={
-        "help": "pma (D2LLM's pooling by multi-head attention) or mean (masked mean of the token states: ablation)."})
-    pma_num_heads: int = field(default=8, metadata={"help": "PMA attention heads (must divide the hidden size)."})
-    pma_num_seeds: int = field(default=1, metadata={"help": "PMA seed vectors k."})
-    pma_init: str = field(default="normal", metadata={
-        "help": "normal (small random weights) or mean (a fresh PMA starts as the layer-normed masked mean)."})
-    iem_hidden_size: int = field(default=512, metadata={"help": "IEM width h."})
-    iem_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the IEM while training."})
-    iem_init: str = field(default="distance", metadata={
-        "help": "distance (a fresh IEM already scores by embedding distance) or normal (small random weights)."})
-    task_names: list[str] = field(default_factory=lambda: ["symmetric", "asymmetric"],
+    # D2LLMConfig's settings (HEAD_SETTINGS), with its defaults; head_settings() hands them over by name
+    pooling: str = _setting("pooling", "pma (D2LLM's pooling by multi-head attention) or mean (masked mean of the "
+                                       "token states: ablation).")
+    pma_num_heads: int = _setting("pma_num_heads", "PMA attention heads (must divide the hidden size).")
+    pma_num_seeds: int = _setting("pma_num_seeds", "PMA seed vectors k.")
+    pma_layer_norm: bool = _setting("pma_layer_norm", "LN0/LN1 in the PMA block.")
+    pma_init: str = _setting("pma_init", "normal (small random weights) or mean (a fresh PMA starts as the "
+                                         "layer-normed masked mean).")
+    iem_hidden_size: int = _setting("iem_hidden_size", "IEM width h.")
+    iem_dropout: float = _setting("iem_dropout", "Dropout inside the IEM while training.")
+    iem_init: str = _setting("iem_init", "distance (a fresh IEM already scores by embedding distance) or normal "
+                                         "(small random weights).")
+    initializer_range: float = _setting("initializer_range", "Std of the normal init of PMA and IEM weights.")
+    task_names: list[str] = field(default_factory=lambda: list(HEAD_SETTING_DEFAULTS["task_names"]),
                                   metadata={"help": "One IEM branch per task."})
-    pooling_layer: int = field(default=-1, metadata={"help": "Hidden-state layer PMA reads (-1: the last)."})
-    normalize_embeddings: bool = field(default=False, metadata={"help": "L2-normalise pooled embeddings."})
-    max_seq_length: int = field(default=512, metadata={"help": "Token limit per text."})
-    bidirectional_layers: int = field(default=0, metadata={"help": "BeLLM: last k layers attend bidirectionally."})
-    query_instructions: dict[str, str] | str | None = field(default=None, metadata={
-        "help": "Per-task text prepended to queries: a mapping, or JSON on the command line."})
-    passage_instructions: dict[str, str] | str | None = field(default=None, metadata={
-        "help": "Per-task text prepended to passages: a mapping, or JSON on the command line."})
+    pooling_layer: int = _setting("pooling_layer", "Hidden-state layer PMA reads (-1: the last).")
+    normalize_embeddings: bool = _setting("normalize_embeddings", "L2-normalise pooled embeddings.")
+    max_seq_length: int = _setting("max_seq_length", "Token limit per text.")
+    bidirectional_layers: int = _setting("bidirectional_layers", "BeLLM: last k layers attend bidirectionally.")
+    query_instructions: dict[str, str] | str | None = _setting(
+        "query_instructions", "Per-task text prepended to queries: a mapping, or JSON on the command line.")
+    passage_instructions: dict[str, str] | str | None = _setting(
+        "passage_instructions", "Per-task text prepended to passages: a mapping, or JSON on the command line.")
     use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter instead of the whole backbone."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -92,16 +101,11 @@ class ModelArguments:
         "help": "Also save the unmerged LoRA adapter checkpoint in output_dir/adapter."})
 
     def head_settings(self) -> dict[str, Any]:
-        return {
-            "pooling": self.pooling, "pma_num_heads": self.pma_num_heads, "pma_num_seeds": self.pma_num_seeds,
-            "pma_init": self.pma_init, "iem_hidden_size": self.iem_hidden_size, "iem_dropout": self.iem_dropout,
-            "iem_init": self.iem_init,
-            "task_names": self.task_names,
-            "pooling_layer": self.pooling_layer, "normalize_embeddings": self.normalize_embeddings,
-            "max_seq_length": self.max_seq_length, "bidirectional_layers": self.bidirectional_layers,
-            "query_instructions": _mapping(self.query_instructions, "query_instructions"),
-            "passage_instructions": _mapping(self.passage_instructions, "passage_instructions"),
-        }
+        """Every ``D2LLMConfig`` setting (``HEAD_SETTINGS``) by name, the instructions parsed from JSON."""
+        settings = {name: getattr(self, name) for name in HEAD_SETTINGS}
+        for name in ("query_instructions", "passage_instructions"):
+            settings[name] = _mapping(settings[name], name)
+        return settings
 
     def lora_targets(self) -> str | list[str]:
         names = [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
@@ -281,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> D2LLMTrainer | BiEncoderTrainer:
 
 if __name__ == "__main__":
     from cli_errors import run_command
+    from modeling_d2llm import CheckpointError
     from token_state_cache import CacheMismatchError
 
-    run_command(main, ScoredBatchError, CacheMismatchError, FileNotFoundError)
+    run_command(main, ScoredBatchError, CacheMismatchError, CheckpointError, FileNotFoundError)

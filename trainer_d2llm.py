@@ -1,11 +1,6 @@
-"""Distillation of an LLM cross-encoder into the D2LLM student (docs/method.md, section 3): the losses and
-``D2LLMTrainer``.
-
-Notation for one fixed batch of B queries of one task, each with its positive and K hard negatives:
-``Z_ib [B, B]`` student IEM logits of (query i, positive of query j); ``Z_h [B, 1+K]`` of (query i, candidate k),
-k = 0 the positive; ``S_ib``, ``S_h`` the teacher's yes-probabilities of the same pairs; ``C_T [B, 1+K, 1+K]`` the
-teacher's feature cosines over {positive, negatives} of each query; ``y_S [B, 1+K, h]`` the student's IEM branch
-vectors. Every loss is a mean over its terms (never a sum), computed in float32 whatever the input dtype.
+"""Distillation of an LLM cross-encoder into the D2LLM student (docs/method.md, section 3): ``D2LLMTrainer``, its
+training arguments and its LoRA checkpoints. The losses are in ``losses_d2llm.py``, the gather across processes in
+``distributed.py``, the model card in ``model_card.py``.
 """
 
 from __future__ import annotations
@@ -16,297 +11,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from data_collator import (D2LLMDataCollator, FixedBatchSampler, ScoredBatchError, inbatch_scores_present,
                            validate_scored_dataset)
+from distributed import gather_with_grad
+from losses_d2llm import (HARD_WEIGHTINGS, LossWeights, distillation_losses, teacher_probabilities, teacher_scores,
+                          training_diagnostics)
+from model_card import render_model_card
 from modeling_d2llm import D2LLMModel
 from schema import SCORED_BATCH_COLUMNS
 
 TRAINABLE_STATE_FILE = "trainable_state.safetensors"
 TRAINING_ARGS_FILE = "training_args.json"
-LOSS_COMPONENTS = ("ci_inbatch", "ci_hard", "ri_pearson", "ri_pairwise", "fi", "kd")
-DIAGNOSTICS = ("logits_hard_mean", "logits_hard_std", "logits_inbatch_mean", "logits_inbatch_std",
-               "positive_weight_lowest_share")
-HARD_WEIGHTINGS = ("spec", "log_prior", "none")
-_EPS = 1e-12
-
-
-# ====================================================================== losses
-def teacher_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Teacher yes-probability ``s = softmax([l_yes, l_no] / tau_T)[0] = sigmoid((l_yes - l_no) / tau_T)``.
-
-    ``logits [..., 2]`` (``[l_yes, l_no]``) -> ``[...]`` in float32.
-    """
-    if logits.shape[-1] != 2:
-        raise ValueError(f"teacher logits must end in [l_yes, l_no] (size 2), got shape {tuple(logits.shape)}")
-    if temperature <= 0:
-        raise ValueError(f"teacher temperature must be > 0, got {temperature}")
-    logits = logits.float()
-    return torch.sigmoid((logits[..., 0] - logits[..., 1]) / temperature)
-
-
-def teacher_scores(logits: torch.Tensor) -> torch.Tensor:
-    """Teacher score ``t = l_yes - l_no``: ``logits [..., 2] -> [...]`` in float32; an empty tensor (a batch scored
-    without in-batch pairs) gives an empty tensor."""
-    if logits.numel() == 0:
-        return logits.float().reshape(0)
-    if logits.shape[-1] != 2:
-        raise ValueError(f"teacher logits must end in [l_yes, l_no] (size 2), got shape {tuple(logits.shape)}")
-    return logits[..., 0].float() - logits[..., 1].float()
-
-
-def _inbatch_contrastive(student_inbatch: torch.Tensor, tau: float, offset: int) -> torch.Tensor:
-    """``mean_i CE(Z_ib[i, :] / tau, target offset + i)``; ``Z_ib [B, N]`` may hold other processes' positives."""
-    rows = student_inbatch.shape[0]
-    targets = torch.arange(offset, offset + rows, device=student_inbatch.device)
-    return F.cross_entropy(student_inbatch.float() / tau, targets)
-
-
-def _hard_weights(teacher_hard: torch.Tensor) -> torch.Tensor:
-    """``W[i, 0] = S_h[i, 0]``, ``W[i, k>=1] = 1 - S_h[i, k]`` (float32)."""
-    teacher = teacher_hard.float()
-    return torch.cat([teacher[:, :1], 1.0 - teacher[:, 1:]], dim=1)
-
-
-def _hard_contrastive(student_hard: torch.Tensor, teacher_hard: torch.Tensor, tau: float,
-                      weighting: str = "spec") -> torch.Tensor:
-    """``spec``: ``mean_i -log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]``;
-    ``log_prior``: ``mean_i -log softmax_k(Z_h[i, :] / tau + log W[i, :])[0]`` (W floored at 1e-12);
-    ``none``: ``mean_i -log softmax_k(Z_h[i, :] / tau)[0]``, plain InfoNCE on the gold labels (no teacher)."""
-    weights = _hard_weights(teacher_hard)
-    if weighting == "spec":
-        weighted = weights * student_hard.float() / tau
-    elif weighting == "log_prior":
-        weighted = student_hard.float() / tau + weights.clamp_min(_EPS).log()
-    elif weighting == "none":
-        weighted = student_hard.float() / tau
-    else:
-        raise ValueError(f"hard weighting must be one of {HARD_WEIGHTINGS}, got {weighting!r}")
-    return -F.log_softmax(weighted, dim=1)[:, 0].mean()
-
-
-def _pearson_rank(student_hard: torch.Tensor, teacher_hard: torch.Tensor) -> torch.Tensor:
-    """``mean_i [1 - pearson(Z_h[i, :], S_h[i, :])]``; a constant row has correlation 0 (finite loss and gradient)."""
-    student = student_hard.float() - student_hard.float().mean(dim=1, keepdim=True)
-    teacher = teacher_hard.float() - teacher_hard.float().mean(dim=1, keepdim=True)
-    student_norm = student.square().sum(dim=1).clamp_min(_EPS).sqrt()
-    teacher_norm = teacher.square().sum(dim=1).clamp_min(_EPS).sqrt()
-    correlation = (student * teacher).sum(dim=1) / (student_norm * teacher_norm)
-    return (1.0 - correlation).mean()
-
-
-def _pairwise_rank(student_hard: torch.Tensor, teacher_hard: torch.Tensor, student_inbatch: torch.Tensor,
-                   teacher_inbatch: torch.Tensor, scale: float) -> torch.Tensor:
-    """``mean_{i, k>=1, j!=i} [max(0, S_h[i,k] - S_ib[i,j]) / c * -log sigmoid(Z_h[i,k] - Z_ib[i,j])]`` (0 if B = 1)."""
-    rows, candidates = student_hard.shape
-    if rows < 2 or candidates < 2:
-        return student_hard.float().sum() * 0.0
-    margin = F.relu(teacher_hard.float()[:, 1:, None] - teacher_inbatch.float()[:, None, :]) / scale  # [B, K, B]
-    gap = student_hard.float()[:, 1:, None] - student_inbatch.float()[:, None, :]
-    off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=student_hard.device)[:, None, :]
-    terms = margin * F.softplus(-gap) * off_diagonal  # -log sigmoid(x) = softplus(-x)
-    return terms.sum() / (rows * (candidates - 1) * (rows - 1))
-
-
-def _listwise_kl(student_hard: torch.Tensor, teacher_hard_scores: torch.Tensor, student_inbatch: torch.Tensor,
-                 teacher_inbatch_scores: torch.Tensor, tau_teacher: float, tau_student: float) -> torch.Tensor:
-    """``mean_i KL(softmax(t_i / tau_T) || softmax(Z_i / tau_S))`` over query i's 1+K candidates and, when
-    ``teacher_inbatch_scores`` is not empty, the positives j != i of ``student_inbatch``'s own ``[B, B]`` block."""
-    student, teacher = student_hard.float(), teacher_hard_scores.float()
-    if teacher_inbatch_scores.numel():
-        rows = student.shape[0]
-        off_diagonal = ~torch.eye(rows, dtype=torch.bool, device=student.device)
-        student = torch.cat([student, student_inbatch.float()[off_diagonal].view(rows, rows - 1)], dim=1)
-        teacher = torch.cat([teacher, teacher_inbatch_scores.float()[off_diagonal].view(rows, rows - 1)], dim=1)
-    teacher_log = F.log_softmax(teacher / tau_teacher, dim=1)
-    student_log = F.log_softmax(student / tau_student, dim=1)
-    return (teacher_log.exp() * (teacher_log - student_log)).sum(dim=1).mean()
-
-
-def _cosine_matrices(features: torch.Tensor) -> torch.Tensor:
-    """``C[i][a, b] = cos(y[i, a], y[i, b])``: ``[B, M, h] -> [B, M, M]``; a zero vector has cosine 0 with all."""
-    unit = F.normalize(features.float(), dim=-1, eps=1e-8)
-    return unit @ unit.transpose(1, 2)
-
-
-def _feature_imitation(student_features: torch.Tensor, teacher_feature_cosine: torch.Tensor) -> torch.Tensor:
-    """``mean_{i, a, b} (C_T[i][a, b] - C_S[i][a, b])^2``."""
-    return (teacher_feature_cosine.float() - _cosine_matrices(student_features)).square().mean()
-
-
-def contrastive_imitation_loss(student_inbatch: torch.Tensor, student_hard: torch.Tensor, teacher_hard: torch.Tensor,
-                               *, alpha: float = 1.0, tau_inbatch: float = 1.0, tau_hard: float = 1.0,
-                               inbatch_offset: int = 0, hard_weighting: str = "spec") -> torch.Tensor:
-    """Contrastive imitation (docs/method.md, equations (1) and (2)):
-
-    ``L_CI = mean_i CE(Z_ib[i, :] / tau_ib, target i)
-    + alpha * mean_i [-log softmax_k(W[i, :] * Z_h[i, :] / tau_h)[0]]``
-    with ``W[i, 0] = S_h[i, 0]`` and ``W[i, k] = 1 - S_h[i, k]`` for k >= 1.
-
-    ``student_inbatch [B, B]`` (or ``[B, N]`` with the positives of several processes, query i's own positive in
-    column ``inbatch_offset + i``), ``student_hard [B, 1+K]`` logits, ``teacher_hard [B, 1+K]`` probabilities.
-
-    ``hard_weighting="log_prior"`` (beyond the paper; equation (8)) replaces the hard term by
-    ``alpha * mean_i [-log softmax_k(Z_h[i, :] / tau_h + log W[i, :])[0]]``: the weights act as a prior on each
-    candidate's share, and moving all of a row's logits together leaves the term unchanged.
-    """
-    return (_inbatch_contrastive(student_inbatch, tau_inbatch, inbatch_offset)
-            + alpha * _hard_contrastive(student_hard, teacher_hard, tau_hard, hard_weighting))
-
-
-def rank_imitation_loss(student_hard: torch.Tensor, teacher_hard: torch.Tensor, student_inbatch: torch.Tensor,
-                        teacher_inbatch: torch.Tensor, *, beta: float = 1.0, gamma: float = 0.01,
-                        scale: float = 1.0) -> torch.Tensor:
-    """Rank imitation (docs/method.md, equations (3) and (4)):
-
-    ``L_RI = beta * mean_i [1 - pearson(Z_h[i, :], S_h[i, :])]
-    + gamma * mean_{i, k>=1, j!=i} [max(0, S_h[i, k] - S_ib[i, j]) / c * -log sigmoid(Z_h[i, k] - Z_ib[i, j])]``.
-
-    ``student_hard``/``teacher_hard [B, 1+K]``, ``student_inbatch``/``teacher_inbatch [B, B]`` (this batch's own
-    block), ``scale`` is c. A constant row (Pearson undefined) counts as correlation 0.
-    """
-    return (beta * _pearson_rank(student_hard, teacher_hard)
-            + gamma * _pairwise_rank(student_hard, teacher_hard, student_inbatch, teacher_inbatch, scale))
-
-
-def feature_imitation_loss(student_features: torch.Tensor, teacher_feature_cosine: torch.Tensor, *,
-                           eta: float = 0.001) -> torch.Tensor:
-    """Feature imitation (docs/method.md, (5)): ``L_FI = eta * mean_{i, a, b} (C_T[i][a, b] - C_S[i][a, b])^2``.
-
-    ``student_features [B, 1+K, h]`` are the IEM branch vectors ``y_S``; ``C_S[i]`` is their cosine matrix;
-    ``teacher_feature_cosine [B, 1+K, 1+K]`` is ``C_T``.
-    """
-    return eta * _feature_imitation(student_features, teacher_feature_cosine)
-
-
-def listwise_distillation_loss(student_hard: torch.Tensor, teacher_hard_scores: torch.Tensor,
-                               student_inbatch: torch.Tensor | None = None,
-                               teacher_inbatch_scores: torch.Tensor | None = None, *, kd_weight: float = 1.0,
-                               tau_teacher: float = 1.0, tau_student: float = 1.0) -> torch.Tensor:
-    """Listwise distillation, beyond the paper (D2LLM has no such term; Tevatron's and FlagEmbedding's distillation
-    use it):
-
-    ``L_KD = kd_weight * mean_i KL(softmax(t_i / tau_T) || softmax(Z_i / tau_S))``
-    where query i's list holds its 1+K candidates (``Z_h[i, :]``, ``t_h[i, :]``) and, where in-batch teacher scores
-    exist, the other queries' positives (``Z_ib[i, j]``, ``t_ib[i, j]``, j != i). Teacher scores are raw
-    ``t = l_yes - l_no`` (``teacher_scores``), not probabilities.
-
-    ``student_hard``/``teacher_hard_scores [B, 1+K]``; ``student_inbatch``/``teacher_inbatch_scores [B, B]``, or
-    ``teacher_inbatch_scores`` None or empty (scored without in-batch pairs): the 1+K candidates only.
-    """
-    if teacher_inbatch_scores is None:
-        teacher_inbatch_scores = teacher_hard_scores.new_zeros(0)
-    if teacher_inbatch_scores.numel() and student_inbatch is None:
-        raise ValueError("in-batch teacher scores need the student's in-batch logits")
-    return kd_weight * _listwise_kl(student_hard, teacher_hard_scores, student_inbatch, teacher_inbatch_scores,
-                                    tau_teacher, tau_student)
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights and temperatures of docs/method.md, section 3 (defaults as there)."""
-
-    alpha: float = 1.0
-    beta: float = 1.0
-    gamma: float = 0.01
-    eta: float = 0.001
-    tau_inbatch: float = 1.0
-    tau_hard: float = 1.0
-    scale: float = 1.0
-    teacher_temperature: float = 1.0
-    kd_weight: float = 0.0
-    kd_teacher_temperature: float = 1.0
-    kd_student_temperature: float = 1.0
-    hard_weighting: str = "spec"
-
-
-def distillation_losses(student_inbatch: torch.Tensor, student_hard: torch.Tensor, student_features: torch.Tensor,
-                        teacher_inbatch: torch.Tensor | None, teacher_hard: torch.Tensor,
-                        teacher_feature_cosine: torch.Tensor, weights: LossWeights,
-                        inbatch_offset: int = 0, teacher_hard_scores: torch.Tensor | None = None,
-                        teacher_inbatch_scores: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The weighted terms of ``L = L_CI + L_RI + L_FI (+ L_KD)`` by name (``LOSS_COMPONENTS``); they sum to ``L``.
-
-    ``student_inbatch [B, N]`` holds every gathered positive (own block at ``inbatch_offset``); the pairwise rank
-    and listwise terms use the own ``[B, B]`` block, since the teacher's in-batch scores only cover this batch.
-    ``teacher_inbatch`` None (batches scored without in-batch pairs) needs ``gamma = 0``; the pairwise term is then
-    0. ``kd`` is 0 unless ``weights.kd_weight > 0``, which needs ``teacher_hard_scores`` (``t = l_yes - l_no``) and
-    takes ``teacher_inbatch_scores`` where they exist (see ``listwise_distillation_loss``).
-    """
-    rows = student_hard.shape[0]
-    own_block = student_inbatch[:, inbatch_offset : inbatch_offset + rows]
-    if teacher_inbatch is None:
-        if weights.gamma:
-            raise ValueError(f"gamma = {weights.gamma} needs in-batch teacher scores (teacher_inbatch_logits)")
-        teacher_inbatch = torch.zeros_like(own_block)
-    return {
-        "ci_inbatch": _inbatch_contrastive(student_inbatch, weights.tau_inbatch, inbatch_offset),
-        "ci_hard": weights.alpha * _hard_contrastive(student_hard, teacher_hard, weights.tau_hard,
-                                                     weights.hard_weighting),
-        "ri_pearson": weights.beta * _pearson_rank(student_hard, teacher_hard),
-        "ri_pairwise": weights.gamma * _pairwise_rank(student_hard, teacher_hard, own_block, teacher_inbatch,
-                                                      weights.scale),
-        "fi": weights.eta * _feature_imitation(student_features, teacher_feature_cosine),
-        "kd": _weighted_listwise(student_hard, own_block, weights, teacher_hard_scores, teacher_inbatch_scores),
-    }
-
-
-def _weighted_listwise(student_hard: torch.Tensor, student_inbatch: torch.Tensor, weights: LossWeights,
-                       teacher_hard_scores: torch.Tensor | None,
-                       teacher_inbatch_scores: torch.Tensor | None) -> torch.Tensor:
-    """``kd_weight * L_KD``, or a constant 0 when ``kd_weight`` is 0."""
-    if weights.kd_weight == 0:
-        return torch.zeros((), device=student_hard.device)
-    if teacher_hard_scores is None:
-        raise ValueError("kd_weight > 0 needs the teacher's hard scores t = l_yes - l_no")
-    return listwise_distillation_loss(student_hard, teacher_hard_scores, student_inbatch, teacher_inbatch_scores,
-                                      kd_weight=weights.kd_weight, tau_teacher=weights.kd_teacher_temperature,
-                                      tau_student=weights.kd_student_temperature)
-
-
-def training_diagnostics(student_hard: torch.Tensor, student_inbatch: torch.Tensor,
-                         teacher_hard: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What the student's logits do, by name (``DIAGNOSTICS``): mean and standard deviation (over all entries, no
-    Bessel correction) of ``Z_h`` and ``Z_ib``, and ``positive_weight_lowest_share`` (``lowest_positive_weight_share``
-    of the teacher probabilities ``S_h``): the rows where the weighted hard term (2) can fall without ranking."""
-    hard, inbatch = student_hard.detach().float(), student_inbatch.detach().float()
-    return {
-        "logits_hard_mean": hard.mean(), "logits_hard_std": hard.std(correction=0),
-        "logits_inbatch_mean": inbatch.mean(), "logits_inbatch_std": inbatch.std(correction=0),
-        "positive_weight_lowest_share": lowest_positive_weight_share(teacher_hard.detach()),
-    }
-
-
-def lowest_positive_weight_share(teacher_hard: torch.Tensor) -> torch.Tensor:
-    """Share of rows i with ``W[i, 0] < min_{k>=1} W[i, k]`` (``W[i, 0] = S_h[i, 0]``, ``W[i, k] = 1 - S_h[i, k]``).
-
-    In those rows the weighted hard term ``-log softmax_k(W[i, :] * Z_h[i, :] / tau)[0]`` falls towards 0 as all of the
-    row's logits fall together, ordering nothing. ``teacher_hard [B, 1+K]`` probabilities -> a float32 scalar.
-    """
-    weights = _hard_weights(teacher_hard)
-    return (weights[:, 0] < weights[:, 1:].min(dim=1).values).float().mean()
-
-
-# ====================================================================== several processes
-def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Every process's ``[n, ...]`` tensor concatenated in rank order, with gradients flowing back to the process
-    that owns each block (the backward sums every process's gradient of its block); and the row offset of this
-    process's own block. One process (or no process group): ``(tensor, 0)``. All processes pass the same shape.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensor, 0
-    from torch.distributed import _functional_collectives as collectives
-
-    # all_gather_single_autograd (torch >= 2.9) supersedes all_gather_tensor_autograd and nn.functional.all_gather
-    gather = getattr(collectives, "all_gather_single_autograd", None) or collectives.all_gather_tensor_autograd
-    gathered = gather(tensor.contiguous(), 0, dist.group.WORLD)
-    return collectives.wait_tensor(gathered), dist.get_rank() * tensor.shape[0]
 
 
 # ====================================================================== checkpoints
@@ -407,8 +126,8 @@ class D2LLMTrainingArguments(TrainingArguments):
                                  "gradient_accumulation_steps")
         if self.ddp_find_unused_parameters:
             raise ValueError("ddp_find_unused_parameters must be False: the IEM scores outside the DDP forward")
-        from head_warmup import STATES_CHOICES
         from hardware import DTYPE_CHOICES
+        from head_warmup import STATES_CHOICES
 
         if self.head_warmup_states not in STATES_CHOICES:
             raise ValueError(f"head_warmup_states must be one of {STATES_CHOICES}, got {self.head_warmup_states!r}")
@@ -427,7 +146,7 @@ class D2LLMTrainingArguments(TrainingArguments):
 
     @property
     def bi_encoder_loss_weights(self) -> dict[str, float]:
-        """Keyword arguments of ``bi_encoder.bi_encoder_loss_terms``."""
+        """Keyword arguments of ``baselines.bi_encoder.bi_encoder_loss_terms``."""
         return {"temperature": self.bi_encoder_temperature, "ibn_weight": self.ibn_weight,
                 "angle_weight": self.angle_weight, "cosine_weight": self.cosine_weight}
 
@@ -661,63 +380,3 @@ class D2LLMTrainer(ScoredBatchTrainer):
                                  hub_model_id=self.args.hub_model_id)
         with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as handle:
             handle.write(card)
-
-
-def render_model_card(model: D2LLMModel, args: D2LLMTrainingArguments, log_history: list[dict[str, Any]], *,
-                      dataset: str | list[str] | None = None, fixed_batch_shape: tuple[int, int] | None = None,
-                      hub_model_id: str | None = None) -> str:
-    """Markdown model card: backbone, data, loss weights, training settings and the evaluation results present in
-    ``log_history`` (``eval_*`` entries) and the last training losses."""
-    backbone = model.backbone_model().config
-    datasets_ = [dataset] if isinstance(dataset, str) else list(dataset or [])
-    weights = args.loss_weights
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: sentence-similarity",
-        "tags: [d2llm, sentence-similarity, feature-extraction, distillation]",
-        *([f"base_model: {backbone.name_or_path}"] if backbone.name_or_path else []),
-        "---",
-        "",
-        f"# {hub_model_id or os.path.basename(os.path.abspath(args.output_dir))}",
-        "",
-        "A D2LLM student (decomposed and distilled LLM for semantic search, Liao et al., ACL 2024): the backbone "
-        "encodes queries and passages separately, PMA pools the token states, and the IEM scores a pair per task. "
-        "Load with `AutoModel.from_pretrained(path, trust_remote_code=True)`.",
-        "",
-        "## Model",
-        f"- backbone: `{backbone.name_or_path or backbone.model_type}` ({backbone.model_type}, "
-        f"{model.config.num_backbone_layers} layers, hidden size {model.config.hidden_size})",
-        f"- tasks: {', '.join(model.config.task_names)}; embedding size {model.config.embedding_size}; "
-        f"IEM width {model.config.iem_hidden_size}; "
-        + (f"PMA {model.config.pma_num_heads} heads, {model.config.pma_num_seeds} seed(s)"
-           if model.config.pooling == "pma" else "mean pooling"),
-        f"- LoRA merged into the weights: {'yes' if model.has_lora else 'no (full fine-tuning or heads only)'}",
-        "",
-        "## Training data",
-        f"- teacher-scored fixed batches: {', '.join(f'`{name}`' for name in datasets_) or 'not recorded'}",
-        *([f"- B = {fixed_batch_shape[0]} queries per batch, K = {fixed_batch_shape[1]} hard negatives per query"]
-          if fixed_batch_shape else []),
-        "",
-        "## Loss (docs/method.md, section 3: L = L_CI + L_RI + L_FI (+ L_KD), means over terms)",
-        f"- alpha = {weights.alpha}, beta = {weights.beta}, gamma = {weights.gamma}, eta = {weights.eta}",
-        f"- tau_inbatch = {weights.tau_inbatch}, tau_hard = {weights.tau_hard}, c = {weights.scale}, "
-        f"tau_T = {weights.teacher_temperature}, hard weighting {weights.hard_weighting}",
-        f"- listwise distillation (beyond the paper): kd_weight = {weights.kd_weight}, "
-        f"tau_T = {weights.kd_teacher_temperature}, tau_S = {weights.kd_student_temperature}",
-        f"- learning rates: backbone {args.learning_rate}, PMA/IEM {args.head_learning_rate or args.learning_rate}; "
-        f"epochs {args.num_train_epochs}, max steps {args.max_steps}, seed {args.seed}",
-    ]
-    train_logs = [entry for entry in log_history if "total" in entry]
-    if train_logs:
-        last = train_logs[-1]
-        lines += ["", f"## Last training losses (step {last.get('step')})", "",
-                  "| " + " | ".join(LOSS_COMPONENTS + ("total",)) + " |",
-                  "|" + "---|" * (len(LOSS_COMPONENTS) + 1),
-                  "| " + " | ".join(f"{last[name]:.4f}" for name in LOSS_COMPONENTS + ("total",)) + " |"]
-    evaluations = {key: value for entry in log_history for key, value in entry.items()
-                   if key.startswith("eval_") and isinstance(value, (int, float))}
-    if evaluations:
-        lines += ["", "## Evaluation results", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {key} | {value:.4f} |" for key, value in sorted(evaluations.items())]
-    return "\n".join(lines) + "\n"

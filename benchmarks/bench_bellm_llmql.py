@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bi_encoder import BELLM_PROMPT, BiEncoder, train_step  # noqa: E402
+from baselines.bi_encoder import BELLM_PROMPT, BiEncoder, train_step  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
 from evaluation.metrics import retrieval  # noqa: E402
 
@@ -69,8 +69,8 @@ def base_backbone(work: Path) -> str:
     if not (folder / "model.safetensors").exists():
         from transformers import AutoModelForCausalLM
 
-        from modeling_d2llm import load_backbone
         from embedded_models import smollm2_gguf
+        from backbone_d2llm import load_backbone
 
         model, tokenizer = load_backbone(AutoModelForCausalLM, smollm2_gguf())
         model.save_pretrained(folder)
@@ -96,7 +96,7 @@ def data_slice(args: argparse.Namespace) -> tuple[dict, dict, dict, list[dict]]:
 def ql_backbone(work: Path, base: str, pairs: list[dict], args: argparse.Namespace) -> str:
     folder = work / "ql"
     if not (folder / "model.safetensors").exists():
-        from pretrain_ql import main
+        from baselines.pretrain_ql import main
 
         data = work / "train_pairs.jsonl"
         data.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))

@@ -262,8 +262,8 @@ def read_and_mine(ledger: Ledger, work: Path, name: str, source: list[str], args
 
 def adapt_command(backbone: str, out: Path, pairs: list[str], mined: list[Path], limit: int | None,
                   args: argparse.Namespace) -> list[str]:
-    """``preprocess.adapt_teacher``: LoRA yes/no adaptation on graded pairs and mined examples."""
-    return [PYTHON, "-m", "preprocess.adapt_teacher", "--teacher", backbone, "--output", str(out),
+    """``teacher.adapt``: LoRA yes/no adaptation on graded pairs and mined examples."""
+    return [PYTHON, "-m", "teacher.adapt", "--teacher", backbone, "--output", str(out),
             *(["--train-pairs", *pairs] if pairs else []), "--train-mined", *map(str, mined),
             *(["--limit", str(limit)] if limit else []), "--epochs", str(args.teacher_epochs),
             "--batch-size", "16", "--lr", str(args.teacher_lr), "--seed", str(args.seed),
@@ -273,8 +273,8 @@ def adapt_command(backbone: str, out: Path, pairs: list[str], mined: list[Path],
 
 def score_command(backbone: str, adapter: Path, mined: list[Path], out: Path, shards: Path,
                   args: argparse.Namespace) -> list[str]:
-    """``preprocess.score``: teacher-scored fixed batches, in-batch scores included (the pairwise term needs them)."""
-    return [PYTHON, "-m", "preprocess.score", "--input", *map(str, mined), "--output", str(out),
+    """``teacher.score``: teacher-scored fixed batches, in-batch scores included (the pairwise term needs them)."""
+    return [PYTHON, "-m", "teacher.score", "--input", *map(str, mined), "--output", str(out),
             "--work-dir", str(shards), "--teacher", backbone, "--adapter", str(adapter),
             "--batch-size", str(args.batch_size), "--drop-last", "--shard-batches", "8", "--teacher-batch-size", "32",
             "--inbatch-scores", "all", "--dtype", "auto", "--seed", str(args.seed)]

@@ -5,7 +5,7 @@ Ranking (embedded SmolLM2-135M-Instruct as every backbone, all in one run):
   ``model.similarity`` over the 1,000 cached projections and a top-k;
 * teacher cross-encoder (``YesNoTeacher``): scores every (query, passage) pair; measured on ``--teacher-pairs``
   of them and extrapolated linearly to all candidates when that is fewer (the output says so);
-* cosine bi-encoder (``bi_encoder.BiEncoder``, mean pooling): query encoded now, passages beforehand, cosine.
+* cosine bi-encoder (``baselines.bi_encoder.BiEncoder``, mean pooling): query encoded now, passages beforehand, cosine.
 Targets: student >= 300x faster than the cross-encoder, and at most 1.5x the cosine bi-encoder's time.
 
 Index (``search.SearchIndex``, the student's PMA/IEM heads over random passage embeddings, which do not change
@@ -37,12 +37,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bi_encoder import BiEncoder  # noqa: E402
+from baselines.bi_encoder import BiEncoder  # noqa: E402
 from embedded_models import smollm2_gguf  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
-from preprocess.teacher import YesNoTeacher  # noqa: E402
 from search import SearchIndex  # noqa: E402
+from teacher.model import YesNoTeacher  # noqa: E402
 
 TOP_K = 10
 

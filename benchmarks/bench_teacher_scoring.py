@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from embedded_models import smollm2_gguf  # noqa: E402
 from preprocess.readers import read_examples  # noqa: E402
-from preprocess.teacher import YesNoTeacher  # noqa: E402
+from teacher.model import YesNoTeacher  # noqa: E402
 
 
 def benchmark_pairs(data: Path, sts: int, retrieval: int) -> list[tuple[str, str, str]]:

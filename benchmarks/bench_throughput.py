@@ -48,8 +48,8 @@ from hardware import cpu_capability, resolve_dtype  # noqa: E402
 from head_warmup import cached_collator  # noqa: E402
 from preprocess.mining import MiningConfig, mine  # noqa: E402
 from preprocess.readers import read_examples, read_pairs  # noqa: E402
-from preprocess.score import ScoringConfig, score_dataset  # noqa: E402
-from preprocess.teacher import YesNoTeacher  # noqa: E402
+from teacher.model import YesNoTeacher  # noqa: E402
+from teacher.score import ScoringConfig, score_dataset  # noqa: E402
 from trainer_d2llm import D2LLMTrainer  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "en"
@@ -187,13 +187,13 @@ def adapted_quality(work: Path, preset: str, pairs: int, lr: float) -> dict:
     ``lr``), then Spearman on all STS-B test pairs."""
     adapter = work / f"adapter_{preset}_{pairs}_{lr:g}"
     if not adapter.exists():
-        subprocess.run([sys.executable, "-m", "preprocess.adapt_teacher", "--teacher", str(work / "smollm2"),
+        subprocess.run([sys.executable, "-m", "teacher.adapt", "--teacher", str(work / "smollm2"),
                         "--output", str(adapter), "--train-pairs", str(DATA / "stsb" / "train.jsonl"),
                         "--limit", str(pairs), "--lr", str(lr), "--prompt-preset", preset,
                         "--max-query-tokens", "128", "--max-passage-tokens", "128"], cwd=ROOT, check=True)
     report = json.loads((adapter / "adaptation_report.json").read_text())
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "preprocess.teacher_eval", "--teacher", str(work / "smollm2"),
+    result = subprocess.run([sys.executable, "-m", "teacher.evaluate", "--teacher", str(work / "smollm2"),
                              "--adapter", str(adapter), "--dev-pairs", str(DATA / "stsb" / "test.jsonl"),
                              "--batch-size", "32"], cwd=ROOT, check=True, capture_output=True, text=True)
     metrics = json.loads(result.stdout)
@@ -254,7 +254,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "outputs" / "bench_throughput"))
     parser.add_argument("--report", help="write the markdown table here too")
     parser.add_argument("--batches", type=int, default=32)
-    parser.add_argument("--adapter", help="LoRA teacher adapter (preprocess.adapt_teacher) for the teacher rows")
+    parser.add_argument("--adapter", help="LoRA teacher adapter (teacher.adapt) for the teacher rows")
     parser.add_argument("--agreement-pairs", type=int, default=64)
     parser.add_argument("--student-steps", type=int, default=4)
     parser.add_argument("--warmup-queries", type=int, default=2000)

@@ -5,8 +5,8 @@ the same fixed batch of B queries, B positives and B * K hard negatives (one pad
 AdamW. They differ in what D2LLM adds to a bi-encoder:
 * D2LLM: PMA pooling, IEM scores of the B x B in-batch and B x (1+K) hard pairs, ``L_CI + L_RI + L_FI``
   (``D2LLMTrainer.compute_loss``), optimizer from ``D2LLMTrainer.create_optimizer``;
-* bi-encoder (``bi_encoder.BiEncoder``, mean pooling): cosine and InfoNCE over in-batch positives and the
-  query's own hard negatives (``bi_encoder_losses.info_nce_loss``).
+* bi-encoder (``baselines.bi_encoder.BiEncoder``, mean pooling): cosine and InfoNCE over in-batch positives and the
+  query's own hard negatives (``baselines.bi_encoder_losses.info_nce_loss``).
 Steps alternate (D2LLM, bi-encoder, ...) after one warm-up step each, so load on a shared machine hits both alike;
 reported: median seconds per step and their ratio (target: at most 1.15).
 
@@ -34,8 +34,8 @@ from datasets import Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-from bi_encoder import BiEncoder  # noqa: E402
-from bi_encoder_losses import info_nce_loss  # noqa: E402
+from baselines.bi_encoder import BiEncoder  # noqa: E402
+from baselines.bi_encoder_losses import info_nce_loss  # noqa: E402
 from embedded_models import smollm2_gguf  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
 from schema import SCORED_BATCH_FEATURES  # noqa: E402

@@ -1,7 +1,7 @@
 """Which kind of model a path or hub id is, and loading it as a scorer (``evaluation.scorers``).
 
 Kinds: ``d2llm`` (a checkpoint whose ``config.json`` has ``model_type: d2llm``), ``sentence-transformers`` (a
-folder with ``modules.json``), ``bi-encoder`` (a ``bi_encoder.BiEncoder`` folder, with ``bi_encoder.json``),
+folder with ``modules.json``), ``bi-encoder`` (a ``baselines.bi_encoder.BiEncoder`` folder, with ``bi_encoder.json``),
 ``teacher`` (a ``.gguf`` file or a causal-LM checkpoint, read as a yes/no cross-encoder, optionally with a LoRA
 adapter from teacher adaptation).
 """
@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any
 
-from bi_encoder import SETTINGS_FILE as BI_ENCODER_FILE
+from baselines.bi_encoder import SETTINGS_FILE as BI_ENCODER_FILE
 from evaluation.scorers import BM25FirstStage, CosineScorer, CrossEncoderScorer, D2LLMScorer, Scorer
 
 MODEL_TYPES = ("d2llm", "sentence-transformers", "bi-encoder", "teacher")
@@ -49,7 +49,10 @@ def load_d2llm(name_or_path: str, device: str | None = None) -> Any:
     if found != "d2llm":
         raise ModelError(f"{name_or_path}: not a D2LLM checkpoint (config.json model_type is {found!r}, "
                          "expected 'd2llm')")
-    model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True)
+    try:
+        model = AutoModel.from_pretrained(name_or_path, trust_remote_code=True)
+    except OSError as error:  # a damaged or missing weights file (the remote code's CheckpointError names it)
+        raise ModelError(str(error)) from None
     return model.to(device or _default_device()).eval()
 
 
@@ -87,10 +90,10 @@ def load_scorer(
 
         return CosineScorer(SentenceTransformer(name_or_path, device=device or _default_device()), batch_size)
     if kind == "bi-encoder":
-        from bi_encoder import BiEncoder
+        from baselines.bi_encoder import BiEncoder
 
         return CosineScorer(BiEncoder.from_pretrained(name_or_path).to(device or _default_device()), batch_size)
-    from preprocess.teacher import YesNoTeacher
+    from teacher.model import YesNoTeacher
 
     teacher = YesNoTeacher.from_pretrained(name_or_path, adapter=teacher_adapter, language=language, device=device,
                                            **lengths)

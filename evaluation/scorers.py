@@ -4,7 +4,7 @@
   corpus's passage projections are computed once for retrieval.
 * :class:`CosineScorer`: any bi-encoder with a sentence-transformers style ``encode`` (all-MiniLM-L6-v2, a pooled
   LLM bi-encoder); scores are cosines.
-* :class:`CrossEncoderScorer`: a yes/no LLM cross-encoder (``preprocess.teacher.YesNoTeacher`` or anything with its
+* :class:`CrossEncoderScorer`: a yes/no LLM cross-encoder (``teacher.model.YesNoTeacher`` or anything with its
   ``score``); scores are the yes/no log-odds ``l_yes - l_no``, a monotone function of the teacher probability, so
   every (rank-based) metric equals the probability's. It cannot score a whole corpus: retrieval reranks the
   ``depth`` best documents of a first stage (BM25 by default, ``BM25FirstStage``).

@@ -37,12 +37,14 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
 
 from preprocess.readers import DataError, load_read
 from schema import MINED_FEATURES
+from stages import write_whole
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                           device=args.device)
     started = time.perf_counter()
     mined, report = mine(examples, corpus, config)
-    mined.save_to_disk(args.output)
+    write_whole(Path(args.output), lambda folder: mined.save_to_disk(str(folder)))  # whole or not at all
     logger.info("%s\ntotal %.1fs -> %s", report.summary(), time.perf_counter() - started, args.output)
 
 

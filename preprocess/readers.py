@@ -40,6 +40,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset, load_from_disk
 
 from schema import EXAMPLE_FEATURES, TASKS
+from stages import write_whole
 
 logger = logging.getLogger(__name__)
 
@@ -402,10 +403,14 @@ def detect_language(texts: Sequence[str], sample: int = 200) -> str:
 
 
 def save_read(result: ReadResult, output: str | Path) -> None:
-    """``output/examples`` and ``output/corpus`` as datasets on disk."""
-    output = Path(output)
-    result.examples.save_to_disk(str(output / "examples"))
-    Dataset.from_dict({"text": result.corpus}, features=CORPUS_FEATURES).save_to_disk(str(output / "corpus"))
+    """``output/examples`` and ``output/corpus`` as datasets on disk; ``output`` appears whole or not at all
+    (``stages.write_whole``), replacing an older one."""
+
+    def write(folder: Path) -> None:
+        result.examples.save_to_disk(str(folder / "examples"))
+        Dataset.from_dict({"text": result.corpus}, features=CORPUS_FEATURES).save_to_disk(str(folder / "corpus"))
+
+    write_whole(Path(output), write)
 
 
 def load_read(folder: str | Path) -> tuple[Dataset, list[str]]:

@@ -99,7 +99,7 @@ def test_lora_and_gradient_checkpointing_keep_backward_dependency():
 def test_applying_twice_adds_no_second_hook():
     model = make_model(k=1)
     before = changed_layers(model)
-    from modeling_d2llm import apply_bidirectional_layers
+    from backbone_d2llm import apply_bidirectional_layers
 
     apply_bidirectional_layers(model.backbone, 1)
     attention = model.backbone.layers[-1].self_attn

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaModel
 
-from bi_encoder import BELLM_PROMPT, BiEncoder, BiEncoderSettings, bi_encoder_loss, train_step
-from bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss, ranking_loss
+from baselines.bi_encoder import BELLM_PROMPT, BiEncoder, BiEncoderSettings, bi_encoder_loss, train_step
+from baselines.bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss, ranking_loss
 from modeling_d2llm import D2LLMModel
-from tiny import tiny_llama, tiny_tokenizer
 
 TEXTS = ["the cat sat on the mat", "dog", "what is the capital of france", "a big red apple"]
 BATCH = {

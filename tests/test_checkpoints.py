@@ -69,11 +69,21 @@ def perturb_lora(model: D2LLMModel) -> None:
             torch.nn.init.normal_(parameter, std=0.3)
 
 
+def perturb_heads(model: D2LLMModel) -> None:
+    """Give PMA and every IEM branch values unlike their start (the distance init's branches are identities, which
+    would hide swapped or dropped branch weights)."""
+    torch.manual_seed(3)
+    for module in (model.pma, model.iem):
+        for parameter in module.parameters():
+            torch.nn.init.normal_(parameter, std=0.3)
+
+
 def test_saved_checkpoint_scores_identically_in_fresh_process(tmp_path):
     model = tiny_model()
+    perturb_heads(model)
     model.save_pretrained(tmp_path / "ckpt")
     files = {p.name for p in (tmp_path / "ckpt").iterdir()}
-    assert {"config.json", "model.safetensors", "modeling_d2llm.py", "configuration_d2llm.py",
+    assert {"config.json", "model.safetensors", "modeling_d2llm.py", "configuration_d2llm.py", "backbone_d2llm.py",
             "tokenizer.json"} <= files
     assert_same_scores(scores(model), fresh_process_scores(tmp_path / "ckpt", tmp_path))
 
@@ -104,10 +114,12 @@ def test_adapter_checkpoint_rebuilds_backbone_adapter_and_heads(tmp_path):
     model = D2LLMModel.from_backbone(str(tmp_path / "base"), pma_num_heads=4, iem_hidden_size=16).eval()
     model.enable_lora(r=4, lora_alpha=8, lora_dropout=0.0)
     perturb_lora(model)
+    perturb_heads(model)
     expected = scores(model)
     model.save_pretrained(tmp_path / "adapter", merge_lora=False)
     files = {p.name for p in (tmp_path / "adapter").iterdir()}
-    assert {"backbone_adapter", "heads.safetensors", "config.json", "modeling_d2llm.py"} <= files
+    assert {"backbone_adapter", "heads.safetensors", "config.json", "modeling_d2llm.py", "configuration_d2llm.py",
+            "backbone_d2llm.py"} <= files
     assert "model.safetensors" not in files
     assert_same_scores(expected, fresh_process_scores(tmp_path / "adapter", tmp_path))
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from evaluation_tiny import save_tiny_d2llm, write_sts
 from scored_fixture import scored_rows, to_dataset
 from test_train_cli import _config
 
@@ -43,3 +44,16 @@ def test_train_py_names_the_dataset_batch_and_column_of_a_nan_teacher_logit(tmp_
     line = _one_error_line(_run("train.py", _config(tmp_path, backbone, str(data))))
     assert str(data) in line and "batch 1 (row 1)" in line and "teacher_hard_logits" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_model_safetensors_is_named_by_train_and_evaluate(tmp_path, backbone):
+    checkpoint = save_tiny_d2llm(tmp_path / "student")
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    sts = write_sts(tmp_path / "sts.jsonl")
+    line = _one_error_line(_run("evaluate_model.py", "--model", str(checkpoint), "--sts", str(sts), "--device", "cpu"))
+    assert f"{weights}: cannot read the weights" in line
+    data = tmp_path / "scored"
+    to_dataset(scored_rows(num_batches=2)).save_to_disk(str(data))
+    line = _one_error_line(_run("train.py", _config(tmp_path, str(checkpoint), str(data))))
+    assert f"{weights}: cannot read the weights" in line

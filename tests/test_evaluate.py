@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from evaluation_tiny import QUERIES, save_tiny_d2llm, write_beir, write_jsonl, write_nli, write_sts
-from preprocess_tiny import tiny_teacher
+from teacher_tiny import tiny_teacher
 from tiny import tiny_bert, tiny_llama, tiny_tokenizer
 from transformers import BertModel, LlamaForCausalLM
 

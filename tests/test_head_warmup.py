@@ -17,7 +17,8 @@ from data_collator import D2LLMDataCollator
 from hardware import resolve_dtype
 from head_warmup import HEADS_FILE, LOG_FILE, WARMUP_DIR, CachedStatesCollator, head_state_dict
 from token_state_cache import CACHE_FILE, CacheMismatchError, build_cache, collator_texts
-from trainer_d2llm import LOSS_COMPONENTS, D2LLMTrainer, D2LLMTrainingArguments
+from losses_d2llm import LOSS_COMPONENTS
+from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
 
 TASKS = ["symmetric", "asymmetric"]
 FLOAT32 = resolve_dtype("float32")

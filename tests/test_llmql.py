@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
+from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaForCausalLM
 
-from bi_encoder import BiEncoder
-from llmql import IGNORE_INDEX, QLCollator, attention_stop_mask, corrupt_documents, tokenize_pairs
+from baselines.bi_encoder import BiEncoder
+from baselines.llmql import IGNORE_INDEX, QLCollator, attention_stop_mask, corrupt_documents, tokenize_pairs
+from baselines.pretrain_ql import main
 from modeling_d2llm import D2LLMModel
-from pretrain_ql import main
-from tiny import tiny_llama, tiny_tokenizer
 
 PAIRS = [
     {"query": "what is the capital of france", "positive": "paris is the capital city of france on a river"},
@@ -45,6 +45,26 @@ def test_query_positions_see_only_earlier_query_tokens_and_the_final_document_to
             document = weights[row, :, : end + 1, : end + 1]
             causal = torch.ones(end + 1, end + 1, dtype=torch.bool).tril()
             assert (document[:, ~causal] == 0).all() and (document[:, causal] > 0).all(), "documents attend causally"
+
+
+def test_sdpa_with_the_boolean_attention_stop_mask_gives_the_eager_logits():
+    tokenizer = tiny_tokenizer()
+    inputs = tokenize_pairs(tokenizer, [row["positive"] for row in PAIRS], [row["query"] for row in PAIRS])
+    boolean = QLCollator(tokenizer, corruption=0.0)(PAIRS)  # the default: what pretrain_ql gives sdpa
+    additive = QLCollator(tokenizer, corruption=0.0, mask_dtype=torch.float32)(PAIRS)
+    assert boolean["attention_mask"].dtype == torch.bool and boolean["attention_mask"].dim() == 4
+    length = boolean["input_ids"].shape[1]
+    padding_only = (torch.arange(length)[None, :] < inputs.lengths[:, None]).long()  # causal, no Attention Stop
+    with torch.no_grad():
+        sdpa, eager = (tiny_causal_lm(attn)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                            position_ids=batch["position_ids"]).logits
+                       for attn, batch in (("sdpa", boolean), ("eager", additive)))
+        causal = tiny_causal_lm("sdpa")(input_ids=boolean["input_ids"], attention_mask=padding_only,
+                                        position_ids=boolean["position_ids"]).logits
+    for row, (end, n) in enumerate(zip(inputs.document_end.tolist(), inputs.lengths.tolist())):
+        torch.testing.assert_close(sdpa[row, :n], eager[row, :n], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(sdpa[row, end + 1 : n], causal[row, end + 1 : n], atol=1e-4), \
+            "the query positions must not see the document body"
 
 
 def test_attention_stop_mask_layout():

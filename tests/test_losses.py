@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainer_d2llm import (
+from losses_d2llm import (
     LOSS_COMPONENTS,
     LossWeights,
     contrastive_imitation_loss,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from preprocess import readers
 from preprocess.readers import DataError, load_read, read_examples, read_pairs, save_read
 from schema import EXAMPLE_FEATURES
 
@@ -127,6 +128,23 @@ def test_saved_examples_and_corpus_load_back(tmp_path):
     save_read(result, tmp_path / "read")
     examples, corpus = load_read(tmp_path / "read")
     assert examples.to_list() == result.examples.to_list() and corpus == result.corpus
+
+
+def test_a_save_killed_before_the_corpus_leaves_the_older_output_whole(tmp_path, monkeypatch):
+    first = read_examples(str(write_jsonl(tmp_path / "train.jsonl", GRADED)))
+    save_read(first, tmp_path / "read")
+    again = read_examples(str(write_jsonl(tmp_path / "other.jsonl", [{"query": "q", "positive": "p"}])))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(readers.Dataset, "from_dict", killed)  # examples written, corpus never
+    with pytest.raises(KeyboardInterrupt):
+        save_read(again, tmp_path / "read")
+    assert load_read(tmp_path / "read")[0].to_list() == first.examples.to_list() != again.examples.to_list()
+    with pytest.raises(KeyboardInterrupt):
+        save_read(again, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_read_pairs_gives_soft_targets_for_scores_and_hard_for_labels(tmp_path):

@@ -8,16 +8,16 @@ import json
 import pytest
 import torch
 from datasets import concatenate_datasets
-from preprocess_tiny import tiny_mined, tiny_teacher
 from scored_fixture import scored_rows, to_dataset
+from teacher_tiny import tiny_mined, tiny_teacher
 from test_train_cli import _config
 
 import hardware
 import train
 from data_collator import ScoredBatchError, inbatch_scores_present
-from preprocess.prompts import PRESETS, load_prompts
-from preprocess.score import RUN_FILE, ScoringConfig, score_dataset
-from preprocess.teacher import YesNoTeacher
+from teacher.model import YesNoTeacher
+from teacher.prompts import PRESETS, load_prompts
+from teacher.score import RUN_FILE, ScoringConfig, score_dataset
 
 B, K = 4, 3
 

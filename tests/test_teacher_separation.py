@@ -8,10 +8,10 @@ import logging
 import math
 
 import pytest
-from preprocess_tiny import tiny_mined, tiny_teacher
 from scored_fixture import scored_rows, to_dataset
+from teacher_tiny import tiny_mined, tiny_teacher
 
-from preprocess.score import (
+from teacher.score import (
     RUN_FILE,
     SEPARATION_KEY,
     SEPARATION_THRESHOLD,
@@ -48,7 +48,7 @@ def test_separation_is_the_mean_p_yes_over_pairs_hand_computed():
 
 def test_separation_marks_inbatch_absent_when_batches_hold_no_inbatch_scores(tmp_path, caplog):
     scored = to_dataset([_row([[3.0, -3.0], [2.0, -2.0]], None)])
-    with caplog.at_level(logging.INFO, logger="preprocess.score"):
+    with caplog.at_level(logging.INFO, logger="teacher.score"):
         got = report_teacher_separation(scored, tmp_path)
     assert got["mean_p_yes_inbatch"] is None
     assert "in-batch pairs absent" in caplog.text
@@ -61,7 +61,7 @@ def test_a_teacher_that_barely_separates_is_warned_about_and_a_clear_one_is_not(
     clear = to_dataset([_row([[3.0, -3.0]], None)])
     for scored, warned in ((barely, True), (clear, False)):
         caplog.clear()
-        with caplog.at_level(logging.INFO, logger="preprocess.score"):
+        with caplog.at_level(logging.INFO, logger="teacher.score"):
             report_teacher_separation(scored, tmp_path)
         warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
         assert bool(warnings) == warned

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 import yaml
+from scored_fixture import scored_dataset
 
 import train
-from bi_encoder import BELLM_PROMPT, BiEncoder, bi_encoder_loss
+from baselines.bi_encoder import BELLM_PROMPT, BiEncoder, bi_encoder_loss
+from baselines.trainer_bi_encoder import BiEncoderTrainer
 from evaluation.models import detect_model_type
-from scored_fixture import scored_dataset
-from trainer_bi_encoder import BiEncoderTrainer
 from trainer_d2llm import D2LLMTrainingArguments
 
 

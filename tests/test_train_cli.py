@@ -16,7 +16,8 @@ import train
 from data_collator import ScoredBatchError
 from modeling_d2llm import D2LLMModel
 from scored_fixture import scored_dataset, scored_rows, to_dataset
-from trainer_d2llm import LOSS_COMPONENTS, TRAINABLE_STATE_FILE
+from losses_d2llm import LOSS_COMPONENTS
+from trainer_d2llm import TRAINABLE_STATE_FILE
 
 
 def _config(path: Path, backbone: str, scored: str, **overrides) -> str:

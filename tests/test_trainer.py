@@ -10,20 +10,17 @@ import torch
 from data_collator import D2LLMDataCollator, FixedBatchSampler, ScoredBatchError, validate_scored_dataset
 from scored_fixture import scored_dataset, scored_rows, tiny_student, to_dataset
 from tiny import tiny_tokenizer
-from trainer_d2llm import (
+from losses_d2llm import (
     DIAGNOSTICS,
     LOSS_COMPONENTS,
-    TRAINABLE_STATE_FILE,
-    D2LLMTrainer,
-    D2LLMTrainingArguments,
     contrastive_imitation_loss,
     feature_imitation_loss,
     listwise_distillation_loss,
-    load_trainable_state,
     rank_imitation_loss,
     teacher_probabilities,
     teacher_scores,
 )
+from trainer_d2llm import TRAINABLE_STATE_FILE, D2LLMTrainer, D2LLMTrainingArguments, load_trainable_state
 
 TASKS = ["symmetric", "asymmetric"]
 

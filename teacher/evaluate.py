@@ -7,7 +7,7 @@
 
 Command line::
 
-    python -m preprocess.teacher_eval --teacher MODEL_OR_GGUF [--adapter DIR]
+    python -m teacher.evaluate --teacher MODEL_OR_GGUF [--adapter DIR]
         [--dev-pairs FILE [--dev-limit N]] [--dev-mined DIR [--dev-queries N]]
 """
 
@@ -24,7 +24,7 @@ from datasets import Dataset
 from scipy.stats import spearmanr
 
 from evaluation import metrics
-from preprocess.teacher import YesNoTeacher, add_teacher_cost_arguments
+from teacher.model import YesNoTeacher, add_teacher_cost_arguments
 
 
 def average_precision(scores: Sequence[float], labels: Sequence[float]) -> float:

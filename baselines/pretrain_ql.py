@@ -1,8 +1,8 @@
-"""LLM-QL pre-training (see ``llmql.py``): maximise log P(query | document) under Attention Stop and Input Corruption.
+"""LLM-QL pre-training (``baselines/llmql.py``): maximise log P(query | document), Attention Stop + Input Corruption.
 
-    python pretrain_ql.py --model_name_or_path MODEL_OR.gguf --train_data PAIRS --output_dir DIR \\
+    python -m baselines.pretrain_ql --model_name_or_path MODEL_OR.gguf --train_data PAIRS --output_dir DIR \\
         [--corruption 0.6] [--max_document_length 200] [--max_query_length 64] [--lora_r 0] [TrainingArguments...]
-    accelerate launch pretrain_ql.py ...        (the same arguments, on several processes)
+    accelerate launch -m baselines.pretrain_ql ...        (the same arguments, on several processes)
 
 ``PAIRS``: a JSONL file or a ``datasets`` folder of (query, positive) rows (``schema.EXAMPLE_FEATURES``). ``DIR``
 receives the causal LM (LoRA merged in) and its tokenizer: ``D2LLMModel.from_backbone(DIR)`` and
@@ -17,8 +17,8 @@ from typing import Sequence
 
 from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
 
-from modeling_d2llm import load_backbone
-from llmql import QLCollator, load_pairs
+from baselines.llmql import QLCollator, load_pairs
+from backbone_d2llm import load_backbone
 
 
 @dataclass

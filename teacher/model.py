@@ -8,7 +8,7 @@ head runs at the last position only (``logits_to_keep=1``).
 
 Command line (a quick look at a teacher on a few pairs of a JSONL file)::
 
-    python -m preprocess.teacher --model PATH_OR_GGUF [--adapter DIR] --pairs FILE.jsonl --task symmetric
+    python -m teacher.model --model PATH_OR_GGUF [--adapter DIR] --pairs FILE.jsonl --task symmetric
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from backbone_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
 from hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
-from modeling_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
-from preprocess.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
+from teacher.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"
 """Saved next to a LoRA adapter by ``adapt_teacher``: the prompts it was trained with."""
@@ -91,9 +91,11 @@ class YesNoTeacher:
         scores far more closely than bfloat16 weights. The adapter is merged for speed unless
         ``merge_adapter=False`` (to train it further). ``kwargs`` go to the constructor (``max_query_tokens``,
         ``max_passage_tokens``; None means the default). The adapter's saved prompts and token limits are used
-        unless ``prompts``, ``prompt_preset`` (``preprocess.prompts.PRESETS``) or the limit is given.
+        unless ``prompts``, ``prompt_preset`` (``teacher.prompts.PRESETS``) or the limit is given; an adapter
+        folder without them (``PROMPTS_FILE``, ``SETTINGS_FILE``) raises ``FileNotFoundError`` naming the file.
         """
         name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
+        saved = _adapter_files(adapter) if adapter is not None else None
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = "bfloat16" if device.type == "cuda" else "float32"
@@ -114,14 +116,12 @@ class YesNoTeacher:
             model = PeftModel.from_pretrained(model, adapter, is_trainable=not merge_adapter)
             if merge_adapter:
                 model = model.merge_and_unload()
-            saved_prompts = Path(adapter) / PROMPTS_FILE
-            if prompts is None and saved_prompts.exists():
+            saved_prompts, saved_settings = saved
+            if prompts is None:
                 prompts = load_prompts(saved_prompts)
-            saved_settings = Path(adapter) / SETTINGS_FILE
-            if saved_settings.exists():
-                for key, value in json.loads(saved_settings.read_text(encoding="utf-8")).items():
-                    if kwargs.get(key) is None:
-                        kwargs[key] = value
+            for key, value in json.loads(saved_settings.read_text(encoding="utf-8")).items():
+                if kwargs.get(key) is None:
+                    kwargs[key] = value
         model.eval()
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
         return cls(model, tokenizer, language=language, prompts=prompts, compute=compute, **kwargs)
@@ -250,6 +250,17 @@ class YesNoTeacher:
         return yes_probability(self.score(queries, passages, task, **kwargs), temperature)
 
 
+def _adapter_files(adapter: str) -> tuple[Path, Path]:
+    """The prompts and settings files that ``teacher.adapt`` saves next to an adapter; a missing one is an error
+    (scoring with default prompts or token limits instead of the trained ones would go unnoticed)."""
+    files = Path(adapter) / PROMPTS_FILE, Path(adapter) / SETTINGS_FILE
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: a teacher adapter folder written by python -m teacher.adapt "
+                                    "holds the prompts and token limits it was trained with")
+    return files
+
+
 def yes_probability(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """The two-way softmax of ``[..., 2]`` yes/no logits, probability of yes."""
     return torch.softmax(logits.float() / temperature, dim=-1)[..., 0]
@@ -284,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="hub id, folder or .gguf file of a causal LM")
-    parser.add_argument("--adapter", help="LoRA folder written by preprocess.adapt_teacher")
+    parser.add_argument("--adapter", help="LoRA folder written by teacher.adapt")
     parser.add_argument("--pairs", required=True, help="JSONL with sentence1, sentence2 (and score/label)")
     parser.add_argument("--task", default="symmetric", choices=("symmetric", "asymmetric"))
     parser.add_argument("--language", default="en")

@@ -8,7 +8,7 @@ The teacher is evaluated on dev data (``teacher_eval``) before and after.
 
 Command line::
 
-    python -m preprocess.adapt_teacher --teacher MODEL_OR_GGUF --output ADAPTER_DIR
+    python -m teacher.adapt --teacher MODEL_OR_GGUF --output ADAPTER_DIR
         [--train-pairs FILE ...] [--train-mined DIR ...] [--limit N]
         [--dev-pairs FILE] [--dev-mined DIR] [--epochs 1] [--batch-size 16] [--lr 2e-4] [--lora-r 16]
         [--bf16] [--activation-checkpointing] [--dtype auto|float32|bfloat16] [--prompt-preset spec|short]
@@ -36,10 +36,11 @@ import torch
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
-from preprocess.prompts import prompts_to_json
 from preprocess.readers import PAIR_FEATURES, POSITIVE_LABELS, read_pairs
-from preprocess.teacher import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher, add_teacher_cost_arguments
-from preprocess.teacher_eval import add_dev_arguments, evaluate_teacher, load_dev
+from stages import write_whole
+from teacher.evaluate import add_dev_arguments, evaluate_teacher, load_dev
+from teacher.model import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher, add_teacher_cost_arguments
+from teacher.prompts import prompts_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -159,12 +160,16 @@ def _encode(teacher: YesNoTeacher, pairs: Dataset) -> tuple[list[list[int]], lis
 
 
 def save_adapter(teacher: YesNoTeacher, output: str | Path, report: dict) -> None:
-    """The peft adapter, the prompts and token limits it was trained with, and the report, in ``output``."""
-    output = Path(output)
-    teacher.model.save_pretrained(str(output))
-    (output / PROMPTS_FILE).write_text(prompts_to_json(teacher.prompts), encoding="utf-8")
-    (output / SETTINGS_FILE).write_text(json.dumps(teacher.settings(), indent=2), encoding="utf-8")
-    (output / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    """The peft adapter, the prompts and token limits it was trained with, and the report, in ``output``: the
+    folder appears whole or not at all (``stages.write_whole``), replacing an older one."""
+
+    def write(folder: Path) -> None:
+        teacher.model.save_pretrained(str(folder))
+        (folder / PROMPTS_FILE).write_text(prompts_to_json(teacher.prompts), encoding="utf-8")
+        (folder / SETTINGS_FILE).write_text(json.dumps(teacher.settings(), indent=2), encoding="utf-8")
+        (folder / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+    write_whole(Path(output), write)
 
 
 def load_training_pairs(pair_files: Sequence[str], mined_dirs: Sequence[str], task: str, limit: int | None,

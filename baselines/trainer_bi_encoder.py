@@ -2,7 +2,8 @@
 fixed batches as the D2LLM student (their texts: queries, positives and the same hard negatives; the teacher's
 scores are not used).
 
-``L = ibn_weight * InfoNCE + angle_weight * AnglE + cosine_weight * CoSENT`` (``bi_encoder.bi_encoder_loss_terms``),
+``L = ibn_weight * InfoNCE + angle_weight * AnglE + cosine_weight * CoSENT``
+(``baselines.bi_encoder.bi_encoder_loss_terms``),
 the in-batch negatives being the batch's own positives (per process).
 """
 
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from bi_encoder import BiEncoder, bi_encoder_loss_terms
+from baselines.bi_encoder import BiEncoder, bi_encoder_loss_terms
 from data_collator import check_scored_batch, validate_scored_dataset
 from trainer_d2llm import TRAINING_ARGS_FILE, D2LLMTrainingArguments, ScoredBatchTrainer
 
@@ -39,7 +40,7 @@ class BiEncoderBatchCollator:
 
 
 class BiEncoderTrainer(ScoredBatchTrainer):
-    """Trains a :class:`bi_encoder.BiEncoder` on scored fixed batches; logs each weighted term and ``total``.
+    """Trains a :class:`baselines.bi_encoder.BiEncoder` on scored fixed batches; logs each weighted term and ``total``.
 
     ``loss_weights``: ``temperature``, ``ibn_weight``, ``angle_weight``, ``cosine_weight`` of
     ``bi_encoder_loss_terms``. The final model is ``BiEncoder.save_pretrained`` (LoRA merged). A run resumes from

@@ -20,7 +20,7 @@ they are merged into ``OUTPUT`` (a ``datasets`` folder, ``load_from_disk``) and 
 
 Command line::
 
-    python -m preprocess.score --input MINED_DIR [MINED_DIR ...] --output SCORED_DIR --teacher MODEL_OR_GGUF
+    python -m teacher.score --input MINED_DIR [MINED_DIR ...] --output SCORED_DIR --teacher MODEL_OR_GGUF
         [--adapter LORA_DIR] [--batch-size 16] [--seed 0] [--shard-batches 32] [--teacher-batch-size 32]
         [--drop-last] [--max-shards N] [--inbatch-scores all|none] [--dtype auto|float32|bfloat16]
         [--prompt-preset spec|short]
@@ -47,10 +47,10 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
 from preprocess.mining import normalise
-from preprocess.prompts import prompts_to_json
 from preprocess.readers import DataError
-from preprocess.teacher import YesNoTeacher, add_teacher_cost_arguments
 from schema import MINED_FEATURES, SCORED_BATCH_FEATURES
+from teacher.model import YesNoTeacher, add_teacher_cost_arguments
+from teacher.prompts import prompts_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--input", nargs="+", required=True, help="mined datasets (python -m preprocess.mining)")
     parser.add_argument("--output", required=True, help="folder of the scored-batch dataset")
     parser.add_argument("--teacher", required=True, help="causal LM: hub id, folder or .gguf file")
-    parser.add_argument("--adapter", help="LoRA folder written by python -m preprocess.adapt_teacher")
+    parser.add_argument("--adapter", help="LoRA folder written by python -m teacher.adapt")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="B: queries per batch")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--shard-batches", type=int, default=defaults.shard_batches)

@@ -7,14 +7,15 @@ import json
 import pytest
 import torch
 from datasets import Dataset
-from preprocess_tiny import tiny_mined, tiny_teacher
+from teacher_tiny import tiny_mined, tiny_teacher
+from transformers import LlamaForCausalLM
 
-from preprocess.adapt_teacher import (AdaptConfig, adapt, add_lora, class_weights, load_training_pairs,
-                                     pairs_from_mined, save_adapter)
 from preprocess.readers import PAIR_FEATURES
-from preprocess.teacher import PROMPTS_FILE, YesNoTeacher
-from preprocess.teacher_eval import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
-
+from teacher.adapt import (AdaptConfig, adapt, add_lora, class_weights, load_training_pairs, pairs_from_mined,
+                           save_adapter)
+from teacher.evaluate import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
+from teacher.model import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher
+from tiny import tiny_llama, tiny_tokenizer
 
 ANIMALS, FOOD = ["cat", "dog", "bird", "fish"], ["apple", "banana", "coffee", "tea"]
 
@@ -45,6 +46,34 @@ def test_adaptation_on_a_tiny_task_raises_the_teachers_accuracy(tmp_path):
     save_adapter(teacher, tmp_path / "adapter", {"note": "test"})
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "adapter" / PROMPTS_FILE).exists()
+
+
+def test_an_adapter_folder_appears_whole_and_loads_only_with_its_prompts_and_settings(tmp_path, monkeypatch):
+    model_dir = tmp_path / "tiny-llm"
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama()).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    teacher = YesNoTeacher.from_pretrained(str(model_dir), max_query_tokens=7, merge_adapter=False)
+    add_lora(teacher, AdaptConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
+    output = tmp_path / "adapter"
+
+    def killed() -> dict:
+        raise RuntimeError("killed before the settings file")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(teacher, "settings", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            save_adapter(teacher, output, {})
+    assert not output.exists()  # not an adapter without its settings
+    save_adapter(teacher, output, {})
+    assert YesNoTeacher.from_pretrained(str(model_dir), adapter=str(output)).settings()["max_query_tokens"] == 7
+
+    for name in (PROMPTS_FILE, SETTINGS_FILE):
+        saved = (output / name).read_bytes()
+        (output / name).unlink()
+        with pytest.raises(FileNotFoundError, match=name):
+            YesNoTeacher.from_pretrained(str(model_dir), adapter=str(output))
+        (output / name).write_bytes(saved)
 
 
 def adapted(**options) -> tuple[YesNoTeacher, list[float]]:

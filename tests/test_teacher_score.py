@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import concatenate_datasets, load_from_disk
-from preprocess_tiny import tiny_mined, tiny_teacher
+from teacher_tiny import tiny_mined, tiny_teacher
 
 from preprocess.mining import normalise
-from preprocess.score import ScoringConfig, plan_batches, score_dataset
 from schema import SCORED_BATCH_FEATURES
+from teacher.score import ScoringConfig, plan_batches, score_dataset
 
 B, K = 4, 3
 

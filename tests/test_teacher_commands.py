@@ -6,14 +6,14 @@ import json
 
 import torch
 from datasets import load_from_disk
-from preprocess_tiny import tiny_mined
+from teacher_tiny import tiny_mined
+from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaForCausalLM
 
-from preprocess import adapt_teacher, score
-from preprocess import teacher as teacher_command
-from preprocess.teacher import YesNoTeacher
 from schema import SCORED_BATCH_FEATURES
-from tiny import tiny_llama, tiny_tokenizer
+from teacher import adapt, score
+from teacher import model as teacher_command
+from teacher.model import YesNoTeacher
 
 
 def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches_at_its_token_limits(tmp_path, capsys):
@@ -28,10 +28,10 @@ def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches_at_its_
     tiny_mined(6, k=2).save_to_disk(str(mined))
 
     adapter = tmp_path / "adapter"
-    adapt_teacher.main(["--teacher", str(model_dir), "--output", str(adapter), "--train-pairs", str(pairs),
+    adapt.main(["--teacher", str(model_dir), "--output", str(adapter), "--train-pairs", str(pairs),
                         "--train-mined", str(mined), "--batch-size", "4", "--lora-r", "4",
                         "--max-query-tokens", "6", "--max-passage-tokens", "5", "--dev-pairs", str(pairs)])
-    report = json.loads((adapter / adapt_teacher.REPORT_FILE).read_text())
+    report = json.loads((adapter / adapt.REPORT_FILE).read_text())
     assert report["train_size"] == 4 + 2 * 6 and len(report["losses"]) == 4
     assert set(report["dev_before"]["pairs"]) == {"spearman", "pairs"}
 

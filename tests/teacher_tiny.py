@@ -1,15 +1,15 @@
-"""A tiny in-process yes/no teacher and mined rows for the preprocess tests (no hub, no files)."""
+"""A tiny in-process yes/no teacher and mined rows for the teacher tests (no hub, no files)."""
 
 from __future__ import annotations
 
 import torch
 from datasets import Dataset
+from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaForCausalLM
 
-from preprocess.prompts import TaskPrompt
-from preprocess.teacher import YesNoTeacher
 from schema import MINED_FEATURES
-from tiny import tiny_llama, tiny_tokenizer
+from teacher.model import YesNoTeacher
+from teacher.prompts import TaskPrompt
 
 TINY_PROMPTS = {
     "en": {

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from preprocess_tiny import TINY_PROMPTS, tiny_teacher
+from teacher_tiny import TINY_PROMPTS, tiny_teacher
 
-from preprocess.prompts import PROMPTS, TaskPrompt, load_prompts
-from preprocess.teacher import YesNoTeacher, length_sorted_batches
+from teacher.model import YesNoTeacher, length_sorted_batches
+from teacher.prompts import PROMPTS, TaskPrompt, load_prompts
 
 QUERIES = ["the cat sat on the mat", "what is the capital of france", "dog"]
 PASSAGES = ["a cat sat", "paris is the capital city of france and a big city on a river",
