@@ -2,6 +2,9 @@
 
 * Training examples (``EXAMPLE_FEATURES``): one row per (query, positive) pair, after reading any source.
 * Mined examples (``MINED_FEATURES``): the same plus ``negatives``, K hard negatives per row.
+* Pair batches (``PAIR_BATCH_FEATURES``): one row per batch of B labelled pairs ``(queries[i], positives[i])`` with a
+  gold ``targets[i]`` in [0, 1] (a graded score / its maximum, or 1 / 0); the bi-encoder baseline trains on them
+  without a teacher.
 * Teacher-scored fixed batches (``SCORED_BATCH_FEATURES``): **one row per training batch**, so that the
   in-batch teacher matrix ``S_ib`` always belongs to the batch trained on (docs/method.md, section 4). Shuffling the
   dataset shuffles batches, never rows inside a batch.
@@ -27,6 +30,13 @@ EXAMPLE_FEATURES = Features({
 })
 
 MINED_FEATURES = Features({**EXAMPLE_FEATURES, "negatives": List(Value("string"))})
+
+PAIR_BATCH_FEATURES = Features({
+    "task": Value("string"),
+    "queries": List(Value("string")),
+    "positives": List(Value("string")),
+    "targets": List(Value("float32")),
+})
 
 SCORED_BATCH_FEATURES = Features({
     "batch_id": Value("int64"),

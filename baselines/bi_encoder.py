@@ -1,7 +1,8 @@
 """The BeLLM-style baseline: an LLM backbone, mean or last-token pooling, an optional prompt, cosine similarity.
 
-``BiEncoder`` embeds texts separately (no PMA, no IEM) and compares them by cosine; ``bi_encoder_loss`` trains it
-with in-batch InfoNCE plus AnglE's angle (and optionally cosine) objectives, as BeLLM does. A saved ``BiEncoder``
+``BiEncoder`` embeds texts separately (no PMA, no IEM) and compares them by cosine; ``train.py --objective
+bi-encoder`` (``baselines.trainer_bi_encoder``) trains it with in-batch InfoNCE plus AnglE's angle (and optionally
+cosine) objectives, as BeLLM does (``bi_encoder_loss_terms``, ``pair_loss_terms``). A saved ``BiEncoder``
 folder is a plain transformers backbone + tokenizer (+ ``bi_encoder.json``), so ``D2LLMModel.from_backbone`` also
 starts from it. ``bidirectional_layers`` is the BeLLM backward dependency (see ``apply_bidirectional_layers``).
 """
@@ -188,30 +189,26 @@ def bi_encoder_loss_terms(queries: torch.Tensor, positives: torch.Tensor, negati
     return parts
 
 
-def bi_encoder_loss(model: BiEncoder, batch: dict[str, Any], **weights: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    """BeLLM/AnglE training loss of one batch of texts; returns ``(loss, {weighted term: value})``.
+def pair_loss_terms(first: torch.Tensor, second: torch.Tensor, targets: torch.Tensor, *, temperature: float = 0.05,
+                    ibn_weight: float = 1.0, angle_weight: float = 1.0, cosine_weight: float = 0.0
+                    ) -> dict[str, torch.Tensor]:
+    """The weighted terms of one pair batch: embeddings ``first``/``second [B, d]`` of B pairs with gold
+    ``targets [B]`` in [0, 1] (``schema.PAIR_BATCH_FEATURES``).
 
-    ``batch``: ``queries [B]``, ``positives [B]`` and optionally ``negatives [B][K]`` (strings; a scored-batch row
-    of ``schema.SCORED_BATCH_FEATURES`` fits as is); ``weights`` go to :func:`bi_encoder_loss_terms`.
+    Positive pairs only (every target 1): :func:`bi_encoder_loss_terms` without hard negatives (InfoNCE over the
+    in-batch positives; AnglE / CoSENT rank ``(u_i, v_i)`` above ``(u_i, v_{i+1})``). Graded or mixed targets:
+    ``angle`` and ``cosine`` rank the B pairs by target (CoSENT: ``log(1 + sum_{t_a < t_b} e^{(s_a - s_b) / tau})``);
+    InfoNCE needs positive pairs, so ``ibn_weight`` must be 0.
     """
-    queries, positives = list(batch["queries"]), list(batch["positives"])
-    negatives = [list(row) for row in batch.get("negatives") or []]
-    size, k = len(queries), len(negatives[0]) if negatives else 0
-    if len(positives) != size or (negatives and {len(row) for row in negatives} != {k}):
-        raise ValueError("a batch needs one positive per query and the same number of negatives for every query")
-    embeddings = model.embed(queries + positives + [text for row in negatives for text in row])
-    q, p, n = embeddings[:size], embeddings[size : 2 * size], embeddings[2 * size :]
-    parts = bi_encoder_loss_terms(q, p, n.view(size, k, -1) if k else None, **weights)
-    loss = sum(parts.values())
-    return loss, {name: float(value.detach()) for name, value in parts.items()}
-
-
-def train_step(model: BiEncoder, optimizer: torch.optim.Optimizer, batch: dict[str, Any], **loss_kwargs: Any
-               ) -> dict[str, float]:
-    """One optimiser step on ``bi_encoder_loss``; ``angle_weight=0`` gives the plain cosine + InfoNCE step."""
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    loss, parts = bi_encoder_loss(model, batch, **loss_kwargs)
-    loss.backward()
-    optimizer.step()
-    return {"loss": float(loss.detach()), **parts}
+    if bool((targets == 1).all()):
+        return bi_encoder_loss_terms(first, second, None, temperature=temperature, ibn_weight=ibn_weight,
+                                     angle_weight=angle_weight, cosine_weight=cosine_weight)
+    if ibn_weight:
+        raise ValueError("in-batch InfoNCE needs positive pairs only (every target 1): train graded or labelled "
+                         "pairs with ibn_weight 0 and the angle / cosine terms")
+    terms = {"angle": (angle_weight, lambda: angle_loss(first, second, targets, temperature)),
+             "cosine": (cosine_weight, lambda: cosine_loss(first, second, targets, temperature))}
+    parts = {name: weight * term() for name, (weight, term) in terms.items() if weight}
+    if not parts:
+        raise ValueError("angle_weight and cosine_weight are both 0: nothing ranks graded pairs")
+    return parts

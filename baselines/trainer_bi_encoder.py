@@ -1,10 +1,11 @@
-"""The BeLLM-style bi-encoder baseline trained by ``train.py --objective bi-encoder`` on the same teacher-scored
-fixed batches as the D2LLM student (their texts: queries, positives and the same hard negatives; the teacher's
-scores are not used).
+"""The BeLLM-style bi-encoder baseline trained by ``train.py --objective bi-encoder``, on either
 
-``L = ibn_weight * InfoNCE + angle_weight * AnglE + cosine_weight * CoSENT``
-(``baselines.bi_encoder.bi_encoder_loss_terms``),
-the in-batch negatives being the batch's own positives (per process).
+* the same teacher-scored fixed batches as the D2LLM student (their texts: queries, positives and the same hard
+  negatives; the teacher's scores are not used): ``L = ibn_weight * InfoNCE + angle_weight * AnglE +
+  cosine_weight * CoSENT`` (``baselines.bi_encoder.bi_encoder_loss_terms``), the in-batch negatives being the
+  batch's own positives (per process); or
+* pair batches with gold targets (``schema.PAIR_BATCH_FEATURES``, ``python -m preprocess.pair_batches``): graded
+  pairs ranked by AnglE / CoSENT (``baselines.bi_encoder.pair_loss_terms``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any, Sequence
 
 import torch
 
-from baselines.bi_encoder import BiEncoder, bi_encoder_loss_terms
-from data_collator import check_scored_batch, validate_scored_dataset
+from baselines.bi_encoder import BiEncoder, bi_encoder_loss_terms, pair_loss_terms
+from data_collator import ScoredBatchError, check_scored_batch, validate_scored_dataset
+from schema import PAIR_BATCH_FEATURES
 from trainer_d2llm import TRAINING_ARGS_FILE, D2LLMTrainingArguments, ScoredBatchTrainer
 
 
@@ -39,6 +41,48 @@ class BiEncoderBatchCollator:
                 "batch_shape": torch.tensor([size, negatives])}
 
 
+@dataclass
+class PairBatchCollator:
+    """One stored pair batch -> ``input_ids``/``attention_mask [2B, T]`` (first texts, then second texts, through
+    the encoder's prompt template), ``batch_shape = [B, 0]`` and ``targets [B]``."""
+
+    encoder: BiEncoder
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if len(features) != 1:
+            raise ValueError(f"a training step takes exactly one stored fixed batch per device, got {len(features)}")
+        row = features[0]
+        encoded = self.encoder.tokenize(list(row["queries"]) + list(row["positives"]))
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+                "batch_shape": torch.tensor([len(row["queries"]), 0]),
+                "targets": torch.tensor(row["targets"], dtype=torch.float32)}
+
+
+def is_pair_batches(dataset: Any) -> bool:
+    """Whether ``dataset`` holds pair batches (``schema.PAIR_BATCH_FEATURES``) rather than scored batches."""
+    return "targets" in dataset.column_names
+
+
+def validate_pair_batches(dataset: Any, ibn_weight: float) -> None:
+    """Every pair batch has B >= 2 pairs, one target in [0, 1] per pair and non-empty texts; in-batch InfoNCE
+    (``ibn_weight > 0``) needs positive pairs only."""
+    missing = [column for column in PAIR_BATCH_FEATURES if column not in dataset.column_names]
+    if missing:
+        raise ScoredBatchError(f"the pair batches lack column(s) {missing}")
+    for index, row in enumerate(dataset):
+        size = len(row["queries"])
+        where = f"pair batch {index}"
+        if size < 2 or len(row["positives"]) != size or len(row["targets"]) != size:
+            raise ScoredBatchError(f"{where}: columns 'queries', 'positives', 'targets' need the same length >= 2")
+        if not all(isinstance(text, str) and text.strip() for text in [*row["queries"], *row["positives"]]):
+            raise ScoredBatchError(f"{where}: an empty text in column 'queries' or 'positives'")
+        if not all(0.0 <= target <= 1.0 for target in row["targets"]):
+            raise ScoredBatchError(f"{where}: column 'targets' holds a value outside [0, 1]")
+        if ibn_weight and any(target != 1.0 for target in row["targets"]):
+            raise ScoredBatchError(f"{where}: column 'targets' holds graded or negative pairs, but in-batch "
+                                   "InfoNCE (ibn_weight > 0) needs positive pairs only: set --ibn_weight 0")
+
+
 class BiEncoderTrainer(ScoredBatchTrainer):
     """Trains a :class:`baselines.bi_encoder.BiEncoder` on scored fixed batches; logs each weighted term and ``total``.
 
@@ -51,21 +95,29 @@ class BiEncoderTrainer(ScoredBatchTrainer):
                  loss_weights: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not isinstance(model, BiEncoder):
             raise TypeError(f"BiEncoderTrainer trains a BiEncoder, got {type(model).__name__}")
-        tasks: list[str] = []
-        if train_dataset is not None:
-            tasks = sorted(set(train_dataset["task"])) if "task" in train_dataset.column_names else []
-            validate_scored_dataset(train_dataset, tasks)
         self.loss_weights = dict(loss_weights or {})
-        super().__init__(model=model, args=args, train_dataset=train_dataset,
-                         data_collator=BiEncoderBatchCollator(model, tasks), **kwargs)
+        collator: BiEncoderBatchCollator | PairBatchCollator
+        if train_dataset is not None and is_pair_batches(train_dataset):
+            validate_pair_batches(train_dataset, self.loss_weights.get("ibn_weight", 1.0))
+            collator = PairBatchCollator(model)
+        else:
+            tasks = sorted(set(train_dataset["task"])) if train_dataset is not None and "task" in \
+                train_dataset.column_names else []
+            if train_dataset is not None:
+                validate_scored_dataset(train_dataset, tasks)
+            collator = BiEncoderBatchCollator(model, tasks)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, data_collator=collator, **kwargs)
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
         size, negatives = (int(value) for value in inputs["batch_shape"])
         embeddings = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        queries, positives = embeddings[:size], embeddings[size : 2 * size]
-        hard = embeddings[2 * size :].reshape(size, negatives, -1)
-        parts = bi_encoder_loss_terms(queries.float(), positives.float(), hard.float(), **self.loss_weights)
+        queries, positives = embeddings[:size].float(), embeddings[size : 2 * size].float()
+        if "targets" in inputs:
+            parts = pair_loss_terms(queries, positives, inputs["targets"].to(queries.device), **self.loss_weights)
+        else:
+            hard = embeddings[2 * size :].reshape(size, negatives, -1).float()
+            parts = bi_encoder_loss_terms(queries, positives, hard, **self.loss_weights)
         loss = torch.stack(list(parts.values())).sum()
         if model.training:
             self._record(parts, loss)

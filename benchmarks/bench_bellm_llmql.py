@@ -7,7 +7,8 @@ layer and LLM-QL pre-training.
 A small, seeded slice so that it runs on a CPU: the first ``--queries`` judged test queries, a corpus of their
 relevant documents plus random others (``--corpus`` in all), ``--train-pairs`` (query, positive) pairs of the
 train split. Rows: starting backbone (the embedded SmolLM2, or it after ``--ql-steps`` of LLM-QL on the train
-pairs) x ``bidirectional_layers`` in {0, 1} x {zero-shot, ``--steps`` LoRA steps of InfoNCE + AnglE}.
+pairs) x ``bidirectional_layers`` in {0, 1} x {zero-shot, ``--steps`` LoRA steps of InfoNCE + AnglE by
+``train.py --objective bi-encoder`` on the train pairs as pair batches of ``--batch-size``}.
 Resumable: every finished row is stored in ``WORK/results.json`` and skipped on a rerun, the dense base model and
 the QL backbone are built once.
 
@@ -31,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from baselines.bi_encoder import BELLM_PROMPT, BiEncoder, train_step  # noqa: E402
+from baselines.bi_encoder import BELLM_PROMPT, BiEncoder  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
 from evaluation.metrics import retrieval  # noqa: E402
 
@@ -116,16 +117,18 @@ def ndcg_at_10(encoder: BiEncoder, queries: dict, corpus: dict, qrels: dict) -> 
     return retrieval(run, qrels)["ndcg_at_10"]
 
 
-def fine_tune(encoder: BiEncoder, pairs: list[dict], args: argparse.Namespace) -> None:
-    encoder.enable_lora(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0)
-    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=args.lr)
-    rng = random.Random(args.seed)
-    for step in range(args.steps):
-        batch = rng.sample(pairs, args.batch_size)
-        parts = train_step(encoder, optimizer, {"queries": [p["query"] for p in batch],
-                                                "positives": [p["positive"] for p in batch]})
-        if step % 4 == 0 or step == args.steps - 1:
-            print(f"    step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()), flush=True)
+def pair_batches_of(pairs: list[dict], work: Path, args: argparse.Namespace) -> str:
+    """The train pairs as pair batches of ``--batch-size`` (``preprocess.pair_batches``), saved once under ``work``."""
+    folder = work / "train_pair_batches"
+    if not folder.exists():
+        from datasets import Dataset
+
+        from preprocess.pair_batches import pair_batches
+
+        rows = [{"query": pair["query"], "passage": pair["positive"], "target": 1.0, "task": "asymmetric",
+                 "language": "en"} for pair in pairs]
+        pair_batches(Dataset.from_list(rows), args.batch_size, args.seed).save_to_disk(str(folder))
+    return str(folder)
 
 
 def asymmetric_batches(scored: str, work: Path) -> str:
@@ -141,10 +144,10 @@ def asymmetric_batches(scored: str, work: Path) -> str:
     return str(folder)
 
 
-def train_with_train_py(objective: str, start: str, k: int, batches: str, output: Path, args: argparse.Namespace
-                        ) -> None:
-    """``accelerate launch train.py configs/main_job.yaml`` with the given objective, start and k (skipped when
-    ``output`` holds a finished model)."""
+def train_with_train_py(objective: str, start: str, k: int, batches: str, output: Path, args: argparse.Namespace,
+                        extra: tuple[str, ...] = ()) -> None:
+    """``accelerate launch train.py configs/main_job.yaml`` with the given objective, start, k and ``extra`` options
+    (skipped when ``output`` holds a finished model)."""
     if (output / "config.json").exists() or (output / "bi_encoder.json").exists():
         return
     import subprocess
@@ -154,7 +157,7 @@ def train_with_train_py(objective: str, start: str, k: int, batches: str, output
     command = [*ACCELERATE_ONE_PROCESS, "train.py", "configs/main_job.yaml",
                "--objective", objective, "--model_name_or_path", start, "--bidirectional_layers", str(k),
                "--train_dataset", batches, "--output_dir", str(output), "--num_train_epochs", str(args.epochs),
-               "--max_seq_length", str(args.max_length), "--seed", str(args.seed), "--disable_tqdm", "true"]
+               "--max_seq_length", str(args.max_length), "--seed", str(args.seed), "--disable_tqdm", "true", *extra]
     subprocess.run(command, cwd=REPO, check=True)
 
 
@@ -194,11 +197,16 @@ def main() -> None:
                     starts[start_name] = ql_backbone(work, base, pairs, args)
                 began = time.time()
                 torch.manual_seed(args.seed)
-                encoder = BiEncoder.from_pretrained(starts[start_name], attn_implementation="sdpa", pooling="mean",
+                model = starts[start_name]
+                if trained:  # InfoNCE + AnglE (the bi-encoder's default weights) on the train pairs, LoRA
+                    model = str(work / "trained" / f"{'ql' if 'QL' in start_name else 'base'}-k{k}-pairs")
+                    train_with_train_py("bi-encoder", starts[start_name], k, pair_batches_of(pairs, work, args),
+                                        Path(model), args, ("--max_steps", str(args.steps), "--learning_rate",
+                                                            str(args.lr), "--lora_r", str(args.lora_r),
+                                                            "--lora_alpha", str(2 * args.lora_r)))
+                encoder = BiEncoder.from_pretrained(model, attn_implementation="sdpa", pooling="mean",
                                                     prompt_template=BELLM_PROMPT, max_seq_length=args.max_length,
                                                     bidirectional_layers=k)
-                if trained:
-                    fine_tune(encoder, pairs, args)
                 results[row] = {"ndcg_at_10": ndcg_at_10(encoder, queries, corpus, qrels),
                                 "seconds": round(time.time() - began)}
                 results_file.write_text(json.dumps(saved, indent=2))

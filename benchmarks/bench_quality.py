@@ -26,8 +26,9 @@ Rows (``ROWS``): the teacher; D2LLM students trained on the heads alone (PMA + I
 states cached once: ``--heads-epochs`` epochs), with SPEC's losses, with listwise KD, without the in-batch pairwise
 term and on the gold labels alone (no teacher); D2LLM students trained end to end with LoRA for ``--epochs`` (SPEC
 losses, with and without the head warm-up first); the same-backbone bi-encoder (mean pooling, cosine, InfoNCE over
-the same queries, positives and hard negatives, LoRA, ``--epochs``); all-MiniLM-L6-v2. The learning curve repeats
-the SPEC heads student and the bi-encoder on the first ``--curve`` queries.
+the same queries, positives and hard negatives, LoRA, ``--epochs``), and the same bi-encoder trained with CoSENT +
+AnglE on all 5,749 graded STS-B train pairs (pair batches of 32, no teacher); all-MiniLM-L6-v2. The learning
+curve repeats the SPEC heads student and the bi-encoder on the first ``--curve`` queries.
 
 At the end: the table (metrics, student - bi-encoder in points, the share of the bi-encoder-to-teacher gap closed,
 the verdicts on both targets), the learning curve as a PNG, the stage times and the total wall time, written to
@@ -79,6 +80,7 @@ class Row:
     options: tuple[str, ...] = ()
     student: bool = False
     warmup: bool = False  # end_to_end only: the heads are first trained alone, as in the heads rows
+    data: str = "full"  # the teacher-scored batches, or "stsb_pairs": the graded STS-B train pairs
 
 
 HEADS_KD = ("--kd_weight", "1", "--kd_teacher_temperature", "1", "--kd_student_temperature", "0.05")
@@ -94,11 +96,14 @@ ROWS: dict[str, Row] = {
                       warmup=True),
     "e2e_spec": Row("student, end to end (LoRA) from a fresh head, SPEC losses", "end_to_end", student=True),
     "bi_encoder": Row("bi-encoder, same backbone (mean pooling, cosine, InfoNCE, LoRA)", "bi_encoder"),
+    "bi_cosent": Row("bi-encoder, same backbone, CoSENT + AnglE on all graded STS-B train pairs (LoRA)",
+                     "bi_encoder", ("--ibn_weight", "0", "--angle_weight", "1", "--cosine_weight", "1"),
+                     data="stsb_pairs"),
     "minilm": Row("all-MiniLM-L6-v2 (off the shelf)", "none"),
 }
 # the headline rows first, so that a run cut short has them
 RUN_ORDER = ("teacher", "minilm", "heads_spec", "bi_encoder", "heads_kd", "heads_no_pairwise", "heads_gold",
-             "e2e_warmup")
+             "e2e_warmup", "bi_cosent")
 LAST_ROWS = ("e2e_spec",)  # after the curve and SciFact: the costliest row, known from earlier runs to be weak
 CURVE_ROWS = ("heads_spec", "bi_encoder")
 SCIFACT_ROWS = ("bm25", "teacher_scifact", "heads_spec", "bi_encoder", "minilm")
@@ -591,14 +596,18 @@ def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: d
         return str(ledger.stage(f"train {name}", work / "models" / name, lambda out: sh(train_command(
             row, backbone, scored[data], work / "cache" / data, out, args))))
 
-    kinds = {"teacher": "teacher", "minilm": "sentence-transformers", "bi_encoder": "bi-encoder"}
+    def kind(name: str) -> str:
+        """The ``evaluation.models.load_scorer`` kind of a row."""
+        fixed = {"teacher": "teacher", "minilm": "sentence-transformers"}
+        return fixed.get(name) or ("bi-encoder" if ROWS[name].kind == "bi_encoder" else "d2llm")
+
     def row(name: str, data: str = "full", suffix: str = "") -> None:
         path = model(name + suffix, ROWS[name], data)
-        evaluate_row(ledger, work, name + suffix, kinds.get(name, "d2llm"), path, ("sts", "nli"), args,
+        evaluate_row(ledger, work, name + suffix, kind(name), path, ("sts", "nli"), args,
                      adapter=str(adapter) if name == "teacher" else None)
 
     for name in RUN_ORDER:
-        row(name)
+        row(name, ROWS[name].data)
     for size in args.curve:
         for name in CURVE_ROWS:
             row(name, f"q{size}", f"@{size}")
@@ -651,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         backbone, out, [str(en / "stsb" / "train.jsonl")], [mined["sick"], mined["snli"]], args.teacher_pairs, args)))
     scored = {"full": ledger.stage("score", work / "scored", lambda out: sh(score_command(
         backbone, adapter, list(mined.values()), out, work / "scored.shards", args)))}
+    scored["stsb_pairs"] = ledger.stage("pairs stsb", work / "stsb_pairs", lambda out: sh([
+        PYTHON, "-m", "preprocess.pair_batches", str(en / "stsb" / "train.jsonl"), "--output", str(out),
+        "--batch-size", "32", "--seed", str(args.seed)]))
     for size in args.curve:
         scored[f"q{size}"] = ledger.stage(f"subset {size}", work / f"scored_q{size}", lambda out, size=size:
                                           write_subset(scored["full"], size, args.seed, out))

@@ -74,6 +74,9 @@ def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path):
     assert kd.kd_weight == 1 and kd.kd_student_temperature == 0.05
     assert pairwise.gamma == 0 and pairwise.beta == spec.beta
     assert (gold.hard_weighting, gold.beta, gold.gamma, gold.eta, gold.kd_weight) == ("none", 0, 0, 0, 0)
+    cosent = parsed["bi_cosent"][1].bi_encoder_loss_weights
+    assert (cosent["ibn_weight"], cosent["angle_weight"], cosent["cosine_weight"]) == (0, 1, 1)
+    assert bench.ROWS["bi_cosent"].data == "stsb_pairs" and bench.ROWS["bi_encoder"].data == "full"
     model, training = parsed["bi_encoder"]
     assert model.objective == "bi-encoder" and not model.prompt_template
     assert training.bi_encoder_loss_weights["angle_weight"] == 0 and training.bi_encoder_loss_weights["ibn_weight"] == 1

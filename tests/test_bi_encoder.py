@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaModel
 
-from baselines.bi_encoder import BELLM_PROMPT, BiEncoder, BiEncoderSettings, bi_encoder_loss, train_step
+from baselines.bi_encoder import BELLM_PROMPT, BiEncoder, BiEncoderSettings, bi_encoder_loss_terms, pair_loss_terms
 from baselines.bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss, ranking_loss
 from modeling_d2llm import D2LLMModel
 
@@ -120,21 +120,60 @@ def test_encode_is_normalised_in_input_order_and_similarity_is_cosine():
     torch.testing.assert_close(BiEncoder.similarity(encoded, encoded).diagonal(), torch.ones(len(TEXTS)))
 
 
+def batch_terms(encoder: BiEncoder, batch: dict, **weights) -> dict[str, torch.Tensor]:
+    """``bi_encoder_loss_terms`` of a text batch (queries, positives, optional negatives [B][K])."""
+    negatives = batch.get("negatives") or []
+    size, k = len(batch["queries"]), len(negatives[0]) if negatives else 0
+    embeddings = encoder.embed(batch["queries"] + batch["positives"] + [text for row in negatives for text in row])
+    hard = embeddings[2 * size :].view(size, k, -1) if k else None
+    return bi_encoder_loss_terms(embeddings[:size], embeddings[size : 2 * size], hard, **weights)
+
+
+def optimise(encoder: BiEncoder, batch: dict, steps: int, lr: float) -> list[float]:
+    """Plain AdamW steps on the summed terms of one batch; the losses before each step."""
+    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=lr)
+    encoder.train()
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(batch_terms(encoder, batch).values())
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return losses
+
+
 @pytest.mark.parametrize("negatives", [True, False])
 def test_training_steps_lower_the_loss(negatives):
     encoder = make_encoder(bidirectional_layers=1)
     batch = BATCH if negatives else {key: BATCH[key] for key in ("queries", "positives")}
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=3e-3)
-    losses = [train_step(encoder, optimizer, batch)["loss"] for _ in range(12)]
+    losses = optimise(encoder, batch, steps=12, lr=3e-3)
     assert losses[-1] < 0.5 * losses[0]
-    _, parts = bi_encoder_loss(encoder, batch, angle_weight=1.0, cosine_weight=1.0)
-    assert set(parts) == {"info_nce", "angle", "cosine"}
+    assert set(batch_terms(encoder, batch, angle_weight=1.0, cosine_weight=1.0)) == {"info_nce", "angle", "cosine"}
+
+
+def test_pair_terms_rank_graded_pairs_by_target_and_reduce_to_the_batch_terms_for_positive_pairs():
+    torch.manual_seed(1)
+    u, v = torch.randn(4, 6), torch.randn(4, 6)
+    targets = torch.tensor([0.2, 1.0, 0.6, 0.0])
+    parts = pair_loss_terms(u, v, targets, temperature=0.1, ibn_weight=0.0, angle_weight=0.5, cosine_weight=2.0)
+    cosines = [loop_cos(u[i], v[i]) / 0.1 for i in range(4)]
+    assert parts["cosine"].item() == pytest.approx(2.0 * loop_ranking(cosines, targets.tolist()), rel=1e-5)
+    assert parts["angle"].item() == pytest.approx(0.5 * angle_loss(u, v, targets, 0.1).item(), rel=1e-6)
+    ones = torch.ones(4)
+    for name, value in pair_loss_terms(u, v, ones, temperature=0.1, angle_weight=1.0).items():
+        expected = bi_encoder_loss_terms(u, v, None, temperature=0.1, angle_weight=1.0)[name]
+        assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="positive pairs only"):
+        pair_loss_terms(u, v, targets, ibn_weight=1.0)
+    with pytest.raises(ValueError, match="nothing ranks graded pairs"):
+        pair_loss_terms(u, v, targets, ibn_weight=0.0, angle_weight=0.0)
 
 
 def test_saved_lora_bi_encoder_reloads_and_feeds_d2llm(tmp_path):
     encoder = make_encoder(pooling="last", prompt_template=BELLM_PROMPT, bidirectional_layers=1).enable_lora(r=4)
-    optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=1e-2)
-    train_step(encoder, optimizer, BATCH)
+    optimise(encoder, BATCH, steps=1, lr=1e-2)
+    encoder.eval()
     encoder.save_pretrained(str(tmp_path))
     reloaded = BiEncoder.from_pretrained(str(tmp_path), attn_implementation="sdpa")
     assert reloaded.settings == encoder.settings and not reloaded.has_lora
