@@ -139,7 +139,7 @@ def optimise(encoder: BiEncoder, batch: dict, steps: int, lr: float) -> list[flo
         loss = sum(batch_terms(encoder, batch).values())
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
