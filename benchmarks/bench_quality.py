@@ -200,6 +200,10 @@ def recorded_ledger(work: Path, settings: dict[str, Any]) -> Ledger:
     data = json.loads(path.read_text())
     if data["settings"] != settings:
         raise SystemExit(f"{path} holds a run with other settings {data['settings']}: give the same options")
+    for file in sorted((work / "evaluations").glob("*.json")):  # rows still running have written some tasks
+        name, task = file.stem.rsplit(".", 1)
+        result = json.loads(file.read_text())
+        data["results"].setdefault(name, {})[task] = {key: value for key, value in result.items() if key != "scores"}
     return Ledger(path, data)
 
 

@@ -125,6 +125,7 @@ def test_report_only_writes_the_table_agreement_curve_and_scifact_without_touchi
                                                    "invocations": [{"command": "CMD", "seconds": 60.0}]}))
     _write(work, "teacher", "sts", 0.8, [1.0, 2.0, 3.0, 4.0])
     _write(work, "heads_spec", "sts", 0.7, [0.1, 0.3, 0.2, 0.4])
+    _write(work, "heads_kd", "sts", 0.65, [0.4, 0.3, 0.2, 0.1])  # a row still running: its finished task counts
     before = (work / "results.json").read_text()
 
     bench.main(["--work", str(work), "--report", str(report), "--report-only", "--curve", "8"])
@@ -135,6 +136,7 @@ def test_report_only_writes_the_table_agreement_curve_and_scifact_without_touchi
     assert student["agreement"] == pytest.approx(0.8)  # ranks 1 3 2 4 against 1 2 3 4
     assert student["verdicts"]["sts"]["gap_closed"] == pytest.approx(0.5)
     assert student["verdicts"]["nli"]["meets_points"] and not student["verdicts"]["nli"]["meets_gap"] is False
+    assert next(entry for entry in written["table"] if entry["row"] == "heads_kd")["sts"] == 0.65
     assert written["curve"]["heads_spec"] == [[8, {"sts": 0.5, "nli": 0.45}], [16, {"sts": 0.7, "nli": 0.58}]]
     text = report.with_suffix(".md").read_text()
     assert "cannot teach retrieval" in text and "| BM25 alone | 0.6000 |" in text
