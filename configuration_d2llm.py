@@ -6,7 +6,6 @@ Remote-code file: imports torch/transformers only, so that
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
@@ -166,9 +165,12 @@ class D2LLMConfig(PretrainedConfig):
 
 # The one list of the student's own settings (every argument of D2LLMConfig but the backbone's config), with the
 # defaults: train.py's options and the adapter checkpoints' reload are derived from it.
+# Read from the function's code object, so that this remote-code file imports only transformers (and typing).
+_INIT = D2LLMConfig.__init__
+_ARGUMENTS = _INIT.__code__.co_varnames[: _INIT.__code__.co_argcount]  # self, backbone_config, ..., every default
 HEAD_SETTING_DEFAULTS: dict[str, Any] = {
-    name: parameter.default for name, parameter in inspect.signature(D2LLMConfig.__init__).parameters.items()
-    if name not in ("self", "backbone_config") and parameter.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD}
+    name: default for name, default in zip(_ARGUMENTS[-len(_INIT.__defaults__):], _INIT.__defaults__)
+    if name not in ("self", "backbone_config")}
 HEAD_SETTINGS = tuple(HEAD_SETTING_DEFAULTS)
 
 __all__ = ["D2LLMConfig", "HEAD_SETTINGS", "HEAD_SETTING_DEFAULTS"]
