@@ -65,9 +65,10 @@ def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path):
         training = parsed[name][1]
         assert (training.head_warmup_epochs, training.num_train_epochs) == (3, 0)
         assert training.head_warmup_cache_dir == str(tmp_path / "cache")
-    assert parsed["e2e_warmup"][1].head_warmup_epochs == 3 and parsed["bi_encoder"][1].head_warmup_epochs == 0
+    assert parsed["e2e_warmup"][1].head_warmup_epochs == 3
+    assert parsed["e2e_spec"][1].head_warmup_epochs == 0 and parsed["bi_encoder"][1].head_warmup_epochs == 0
     assert all(parsed[name][1].num_train_epochs == 2 and parsed[name][1].bf16 == ("--bf16" in bench.bf16_options())
-               for name in ("e2e_warmup", "bi_encoder", "bi_cosent"))
+               for name in ("e2e_warmup", "e2e_spec", "bi_encoder", "bi_cosent"))
     spec, kd, pairwise, gold = (parsed[name][1].loss_weights for name in
                                 ("heads_spec", "heads_kd", "heads_no_pairwise", "heads_gold"))
     assert spec.kd_weight == 0 and spec.gamma > 0 and spec.hard_weighting == "spec"
