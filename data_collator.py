@@ -1,12 +1,15 @@
-"""Teacher-scored fixed batches (``schema.SCORED_BATCH_FEATURES``) into training steps.
+"""Teacher-scored fixed batches (``schema.SCORED_BATCH_FEATURES``), or pair batches with gold targets
+(``schema.PAIR_BATCH_FEATURES``), into training steps.
 
-* ``validate_scored_dataset`` refuses bad input before training, naming the batch and the column.
+* ``validate_scored_dataset`` / ``validate_pair_batches`` refuse bad input before training, naming the batch and
+  the column.
 * ``FixedBatchSampler`` shuffles stored batches, never the rows inside them, and keeps the batches that run at
   the same step on different processes to one task (their positives are gathered as in-batch negatives).
-* ``D2LLMDataCollator`` turns one stored batch into token ids (dynamic padding) plus the teacher tensors.
+* ``D2LLMDataCollator`` turns one stored batch into token ids (dynamic padding) plus the teacher tensors (or the
+  gold targets).
 
 Token order inside a step: the B queries, the B positives, then the B * K negatives row by row (query i's
-negatives at ``2B + i*K : 2B + (i+1)*K``).
+negatives at ``2B + i*K : 2B + (i+1)*K``); a pair batch has no negatives.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from schema import SCORED_BATCH_COLUMNS
+from schema import PAIR_BATCH_FEATURES, SCORED_BATCH_COLUMNS
 
 REQUIRED_COLUMNS = ("task", "queries", "positives", "negatives", "teacher_hard_logits", "teacher_inbatch_logits",
                     "teacher_feature_cosine")
@@ -134,6 +137,36 @@ def validate_scored_dataset(dataset, task_names: Sequence[str], batch_size: int 
     return batch_size, num_negatives
 
 
+def is_pair_batches(dataset: Any) -> bool:
+    """Whether ``dataset`` holds pair batches (``schema.PAIR_BATCH_FEATURES``) rather than scored batches."""
+    return "targets" in dataset.column_names
+
+
+def validate_pair_batches(dataset: Any, ibn_weight: float = 0.0, task_names: Sequence[str] | None = None) -> None:
+    """Every pair batch has B >= 2 pairs, one target in [0, 1] per pair, non-empty texts and (where ``task_names``
+    is given) one of those tasks; in-batch InfoNCE (``ibn_weight > 0``) needs positive pairs only."""
+    missing = [column for column in PAIR_BATCH_FEATURES if column not in dataset.column_names]
+    if missing:
+        raise ScoredBatchError(f"the pair batches lack column(s) {missing}")
+    if len(dataset) == 0:
+        raise ScoredBatchError("the dataset holds no batch")
+    for index, row in enumerate(dataset):
+        size = len(row["queries"])
+        where = f"pair batch {index}"
+        if task_names is not None and row["task"] not in task_names:
+            raise ScoredBatchError(f"{where}: column 'task' is {row['task']!r}, not one of the model's tasks "
+                                   f"{list(task_names)}")
+        if size < 2 or len(row["positives"]) != size or len(row["targets"]) != size:
+            raise ScoredBatchError(f"{where}: columns 'queries', 'positives', 'targets' need the same length >= 2")
+        if not all(isinstance(text, str) and text.strip() for text in [*row["queries"], *row["positives"]]):
+            raise ScoredBatchError(f"{where}: an empty text in column 'queries' or 'positives'")
+        if not all(0.0 <= target <= 1.0 for target in row["targets"]):
+            raise ScoredBatchError(f"{where}: column 'targets' holds a value outside [0, 1]")
+        if ibn_weight and any(target != 1.0 for target in row["targets"]):
+            raise ScoredBatchError(f"{where}: column 'targets' holds graded or negative pairs, but in-batch "
+                                   "InfoNCE (ibn_weight > 0) needs positive pairs only: set --ibn_weight 0")
+
+
 class FixedBatchSampler(Sampler[int]):
     """Order of the stored batches (rows) for one epoch: shuffled, seeded by ``seed + epoch``.
 
@@ -181,7 +214,7 @@ class D2LLMDataCollator:
     """One stored batch -> ``input_ids``/``attention_mask [B(2+K), T]`` (dynamic padding, queries, positives, then
     negatives), ``teacher_hard_logits [B, 1+K, 2]``, ``teacher_inbatch_logits [B, B, 2]`` (``[0]`` where the batch
     was scored without in-batch pairs), ``teacher_feature_cosine [B, 1+K, 1+K]`` and ``task_id`` (index into
-    ``task_names``).
+    ``task_names``). A pair batch gives ``[2B, T]`` (queries, then passages), ``targets [B]`` and ``task_id``.
 
     Per-task instructions are prepended to queries and to passages (positives and negatives).
     """
@@ -209,22 +242,27 @@ class D2LLMDataCollator:
         encoded = self.tokenizer(self.texts(row), padding=True, truncation=True, max_length=self.max_seq_length,
                                  pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                **self.teacher_tensors(row)}
+                **self.supervision(row)}
 
     def texts(self, row: Mapping[str, Any]) -> list[str]:
-        """The step's texts in token order (queries, positives, negatives), instructions prepended; checks the row."""
-        check_scored_batch(row, 0, self.task_names)
+        """The step's texts in token order (queries, positives, negatives; a pair batch: its B queries, then its
+        B passages), instructions prepended; checks a scored row."""
+        if "targets" not in row:
+            check_scored_batch(row, 0, self.task_names)
         query_prefix = self.query_instructions.get(row["task"], "")
         passage_prefix = self.passage_instructions.get(row["task"], "")
         texts = [query_prefix + text for text in row["queries"]]
         texts += [passage_prefix + text for text in row["positives"]]
-        return texts + [passage_prefix + text for row_negatives in row["negatives"] for text in row_negatives]
+        return texts + [passage_prefix + text for row_negatives in row.get("negatives", []) for text in row_negatives]
 
-    def teacher_tensors(self, row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """The row's teacher scores as float32 tensors and its ``task_id``."""
+    def supervision(self, row: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """The row's ``task_id`` and, as float32 tensors, its teacher scores or (a pair batch) its gold ``targets``."""
+        task_id = torch.tensor(list(self.task_names).index(row["task"]), dtype=torch.long)
+        if "targets" in row:
+            return {"targets": torch.tensor(row["targets"], dtype=torch.float32), "task_id": task_id}
         return {
             "teacher_hard_logits": torch.tensor(row["teacher_hard_logits"], dtype=torch.float32),
             "teacher_inbatch_logits": torch.tensor(row["teacher_inbatch_logits"], dtype=torch.float32),
             "teacher_feature_cosine": torch.tensor(row["teacher_feature_cosine"], dtype=torch.float32),
-            "task_id": torch.tensor(list(self.task_names).index(row["task"]), dtype=torch.long),
+            "task_id": task_id,
         }

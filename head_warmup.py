@@ -58,7 +58,7 @@ class CachedStatesCollator:
             raise ValueError(f"a training step takes exactly one stored fixed batch per device, got {len(features)}")
         row = features[0]
         states, mask = self.cache.states(self.base.texts(row))
-        return {"token_states": states, "attention_mask": mask, **self.base.teacher_tensors(row)}
+        return {"token_states": states, "attention_mask": mask, **self.base.supervision(row)}
 
 
 def head_state_dict(model: Any) -> dict[str, torch.Tensor]:

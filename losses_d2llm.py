@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 LOSS_COMPONENTS = ("ci_inbatch", "ci_hard", "ri_pearson", "ri_pairwise", "fi", "kd")
+GOLD_COMPONENT = "gold_ranking"  # the one term of pair batches with gold targets (no teacher)
 DIAGNOSTICS = ("logits_hard_mean", "logits_hard_std", "logits_inbatch_mean", "logits_inbatch_std",
                "positive_weight_lowest_share")
 HARD_WEIGHTINGS = ("spec", "log_prior", "none")
@@ -183,6 +184,29 @@ def listwise_distillation_loss(student_hard: torch.Tensor, teacher_hard_scores: 
     teacher_log = F.log_softmax(teacher / tau_teacher, dim=1)
     student_log = F.log_softmax(student / tau_student, dim=1)
     return kd_weight * (teacher_log.exp() * (teacher_log - student_log)).sum(dim=1).mean()
+
+
+# ====================================================================== gold labels (no teacher)
+def ranking_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CoSENT-style ranking of pair scores by label: ``L = log(1 + sum_{y_a < y_b} e^{s_a - s_b})``.
+
+    ``scores [P]`` (already divided by the temperature), ``labels [P]`` (binary or graded); every pair ``a`` with a
+    lower label than pair ``b`` should score lower. 0 terms (all labels equal) give ``log 1 = 0``.
+    """
+    lower = labels[:, None] < labels[None, :]
+    differences = (scores[:, None] - scores[None, :])[lower]
+    return torch.logsumexp(torch.cat([differences.new_zeros(1), differences]), dim=0)
+
+
+def gold_ranking_loss(student_pairs: torch.Tensor, targets: torch.Tensor, *, tau: float = 1.0) -> torch.Tensor:
+    """CoSENT over one pair batch's gold targets, docs/method.md equation (9) (beyond the paper: the student's
+    architecture trained without a teacher):
+    ``L_gold = log(1 + sum_{t_a < t_b} exp((z_a - z_b) / tau))``.
+
+    ``student_pairs [P]`` IEM logits of the batch's (query a, passage a) pairs, ``targets [P]`` gold scores (graded
+    or 1 / 0). A batch whose targets are all equal ranks nothing and gives 0.
+    """
+    return ranking_loss(student_pairs.float() / tau, targets.float())
 
 
 # ====================================================================== the total

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from losses_d2llm import LOSS_COMPONENTS
+from losses_d2llm import GOLD_COMPONENT, LOSS_COMPONENTS
 
 if TYPE_CHECKING:
     from modeling_d2llm import D2LLMModel
@@ -44,7 +44,8 @@ def render_model_card(model: D2LLMModel, args: D2LLMTrainingArguments, log_histo
         f"- LoRA merged into the weights: {'yes' if model.has_lora else 'no (full fine-tuning or heads only)'}",
         "",
         "## Training data",
-        f"- teacher-scored fixed batches: {', '.join(f'`{name}`' for name in datasets_) or 'not recorded'}",
+        "- fixed batches (teacher-scored, or pairs with gold targets): "
+        + (", ".join(f"`{name}`" for name in datasets_) or "not recorded"),
         *([f"- B = {fixed_batch_shape[0]} queries per batch, K = {fixed_batch_shape[1]} hard negatives per query"]
           if fixed_batch_shape else []),
         "",
@@ -60,10 +61,10 @@ def render_model_card(model: D2LLMModel, args: D2LLMTrainingArguments, log_histo
     train_logs = [entry for entry in log_history if "total" in entry]
     if train_logs:
         last = train_logs[-1]
+        names = [name for name in (*LOSS_COMPONENTS, GOLD_COMPONENT, "total") if name in last]
         lines += ["", f"## Last training losses (step {last.get('step')})", "",
-                  "| " + " | ".join(LOSS_COMPONENTS + ("total",)) + " |",
-                  "|" + "---|" * (len(LOSS_COMPONENTS) + 1),
-                  "| " + " | ".join(f"{last[name]:.4f}" for name in LOSS_COMPONENTS + ("total",)) + " |"]
+                  "| " + " | ".join(names) + " |", "|" + "---|" * len(names),
+                  "| " + " | ".join(f"{last[name]:.4f}" for name in names) + " |"]
     evaluations = {key: value for entry in log_history for key, value in entry.items()
                    if key.startswith("eval_") and isinstance(value, (int, float))}
     if evaluations:

@@ -13,6 +13,9 @@ a model card; ``--save_adapter`` also writes the LoRA adapter checkpoint to ``ou
 cached on disk, or recomputed each step with ``--head_warmup_states recompute``), then trains end to end
 (``head_warmup.py``).
 
+Pair batches with gold targets (``python -m preprocess.pair_batches``) instead of scored batches train the same
+student without a teacher: CoSENT over the IEM scores of each batch's pairs, by target (docs/method.md, (9)).
+
 ``--objective bi-encoder`` trains the BeLLM-style baseline instead (``baselines.trainer_bi_encoder``): the same backbone
 options (LoRA, ``bidirectional_layers``, ``max_seq_length``), ``--bi_encoder_pooling`` and ``--prompt_template``,
 loss ``--ibn_weight * InfoNCE + --angle_weight * AnglE`` at ``--bi_encoder_temperature``, on the same scored

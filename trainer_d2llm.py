@@ -16,10 +16,10 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from data_collator import (D2LLMDataCollator, FixedBatchSampler, ScoredBatchError, inbatch_scores_present,
-                           validate_scored_dataset)
+                           is_pair_batches, validate_pair_batches, validate_scored_dataset)
 from distributed import gather_with_grad
-from losses_d2llm import (HARD_WEIGHTINGS, LossWeights, distillation_losses, teacher_probabilities, teacher_scores,
-                          training_diagnostics)
+from losses_d2llm import (GOLD_COMPONENT, HARD_WEIGHTINGS, LossWeights, distillation_losses, gold_ranking_loss,
+                          teacher_probabilities, teacher_scores, training_diagnostics)
 from model_card import render_model_card
 from modeling_d2llm import D2LLMModel
 from schema import SCORED_BATCH_COLUMNS
@@ -232,6 +232,8 @@ class D2LLMTrainer(ScoredBatchTrainer):
     next to the Trainer's ``loss``, and the ``DIAGNOSTICS`` of ``training_diagnostics``. Training data is validated
     before anything is written; ``batch_size`` and ``num_negatives`` are the configured B and K (``None``: taken
     from the first stored batch).
+    Pair batches with gold targets (``python -m preprocess.pair_batches``) train the same architecture without a
+    teacher: ``L = L_gold`` (docs/method.md, equation (9)), logged as ``gold_ranking``.
     Checkpoints hold the merged model and, with LoRA, ``TRAINABLE_STATE_FILE``, from which training resumes.
     """
 
@@ -244,7 +246,13 @@ class D2LLMTrainer(ScoredBatchTrainer):
             raise TypeError("D2LLMTrainer needs D2LLMTrainingArguments (loss weights, one stored batch per step)")
         task_names = model.config.task_names
         self.fixed_batch_shape = None
-        if train_dataset is not None:
+        if train_dataset is not None and is_pair_batches(train_dataset):
+            validate_pair_batches(train_dataset, task_names=task_names)
+            if all(target == 1.0 for targets in train_dataset["targets"] for target in targets):
+                raise ScoredBatchError("column 'targets' is 1 in every pair batch: the gold ranking term has nothing "
+                                       "to rank; train on graded or labelled (1 / 0) pairs, or on mined batches "
+                                       "with --hard_weighting none")
+        elif train_dataset is not None:
             self.fixed_batch_shape = validate_scored_dataset(train_dataset, task_names, batch_size, num_negatives)
             if args.gamma > 0 and not inbatch_scores_present(train_dataset):
                 raise ScoredBatchError(
@@ -266,11 +274,13 @@ class D2LLMTrainer(ScoredBatchTrainer):
         student = self.accelerator.unwrap_model(model)
         self._shard_aware_scoring(student)
         task = student.config.task_names[int(inputs["task_id"])]
-        hard_logits = inputs["teacher_hard_logits"]
-        size, candidates = hard_logits.shape[:2]
         encoder_inputs = {name: inputs[name] for name in ("input_ids", "token_states", "attention_mask")
                           if name in inputs}
         embeddings = model(**encoder_inputs).embeddings
+        if "targets" in inputs:
+            return self._gold_pair_loss(model, student, task, embeddings, inputs["targets"], return_outputs)
+        hard_logits = inputs["teacher_hard_logits"]
+        size, candidates = hard_logits.shape[:2]
         queries, positives = embeddings[:size], embeddings[size : 2 * size]
         negatives = embeddings[2 * size :].reshape(size, candidates - 1, embeddings.shape[-1])
         all_positives, offset = gather_with_grad(positives) if model.training else (positives, 0)
@@ -292,6 +302,21 @@ class D2LLMTrainer(ScoredBatchTrainer):
             loss = loss + self._idle_branch_anchor(student, task)
         outputs = {"student_inbatch": student_inbatch, "student_hard": student_hard, **losses}
         return (loss, outputs) if return_outputs else loss
+
+    def _gold_pair_loss(self, model: nn.Module, student: D2LLMModel, task: str, embeddings: torch.Tensor,
+                        targets: torch.Tensor, return_outputs: bool):
+        """``L_gold`` (docs/method.md, equation (9)) of one pair batch: ``embeddings [2P, d]`` are its P queries
+        and then its P passages; ``gold_ranking`` is the one logged term."""
+        size = targets.shape[0]
+        pairs, _ = student.score(embeddings[:size, None, :], embeddings[size:, None, :], task)
+        weights = self.args.loss_weights
+        losses = {GOLD_COMPONENT: weights.alpha * gold_ranking_loss(pairs[:, 0], targets, tau=weights.tau_hard)}
+        loss = losses[GOLD_COMPONENT]
+        if model.training:
+            self._record(losses, loss)
+            self._tasks_since_step.add(task)
+            loss = loss + self._idle_branch_anchor(student, task)
+        return (loss, {"student_pairs": pairs[:, 0], **losses}) if return_outputs else loss
 
     def _shard_aware_scoring(self, student: D2LLMModel) -> None:
         """Under FSDP2 the IEM weights stay sharded outside ``forward``: make ``score`` and ``similarity`` gather

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from losses_d2llm import ranking_loss
+
 
 def info_nce_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,
                   temperature: float = 0.05) -> torch.Tensor:
@@ -24,17 +26,6 @@ def info_nce_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: tor
         logits = torch.cat([logits, torch.einsum("bd,bkd->bk", q, F.normalize(negatives, dim=-1))], dim=1)
     target = torch.arange(q.shape[0], device=q.device)
     return F.cross_entropy(logits / temperature, target)
-
-
-def ranking_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CoSENT-style ranking of pair scores by label: ``L = log(1 + sum_{y_a < y_b} e^{s_a - s_b})``.
-
-    ``scores [P]`` (already divided by the temperature), ``labels [P]`` (binary or graded); every pair ``a`` with a
-    lower label than pair ``b`` should score lower. 0 terms (all labels equal) give ``log 1 = 0``.
-    """
-    lower = labels[:, None] < labels[None, :]
-    differences = (scores[:, None] - scores[None, :])[lower]
-    return torch.logsumexp(torch.cat([differences.new_zeros(1), differences]), dim=0)
 
 
 def angle_scores(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

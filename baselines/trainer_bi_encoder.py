@@ -17,8 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from baselines.bi_encoder import BiEncoder, bi_encoder_loss_terms, pair_loss_terms
-from data_collator import ScoredBatchError, check_scored_batch, validate_scored_dataset
-from schema import PAIR_BATCH_FEATURES
+from data_collator import check_scored_batch, is_pair_batches, validate_pair_batches, validate_scored_dataset
 from trainer_d2llm import TRAINING_ARGS_FILE, D2LLMTrainingArguments, ScoredBatchTrainer
 
 
@@ -56,31 +55,6 @@ class PairBatchCollator:
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
                 "batch_shape": torch.tensor([len(row["queries"]), 0]),
                 "targets": torch.tensor(row["targets"], dtype=torch.float32)}
-
-
-def is_pair_batches(dataset: Any) -> bool:
-    """Whether ``dataset`` holds pair batches (``schema.PAIR_BATCH_FEATURES``) rather than scored batches."""
-    return "targets" in dataset.column_names
-
-
-def validate_pair_batches(dataset: Any, ibn_weight: float) -> None:
-    """Every pair batch has B >= 2 pairs, one target in [0, 1] per pair and non-empty texts; in-batch InfoNCE
-    (``ibn_weight > 0``) needs positive pairs only."""
-    missing = [column for column in PAIR_BATCH_FEATURES if column not in dataset.column_names]
-    if missing:
-        raise ScoredBatchError(f"the pair batches lack column(s) {missing}")
-    for index, row in enumerate(dataset):
-        size = len(row["queries"])
-        where = f"pair batch {index}"
-        if size < 2 or len(row["positives"]) != size or len(row["targets"]) != size:
-            raise ScoredBatchError(f"{where}: columns 'queries', 'positives', 'targets' need the same length >= 2")
-        if not all(isinstance(text, str) and text.strip() for text in [*row["queries"], *row["positives"]]):
-            raise ScoredBatchError(f"{where}: an empty text in column 'queries' or 'positives'")
-        if not all(0.0 <= target <= 1.0 for target in row["targets"]):
-            raise ScoredBatchError(f"{where}: column 'targets' holds a value outside [0, 1]")
-        if ibn_weight and any(target != 1.0 for target in row["targets"]):
-            raise ScoredBatchError(f"{where}: column 'targets' holds graded or negative pairs, but in-batch "
-                                   "InfoNCE (ibn_weight > 0) needs positive pairs only: set --ibn_weight 0")
 
 
 class BiEncoderTrainer(ScoredBatchTrainer):
