@@ -61,7 +61,7 @@ def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path):
         assert (model.model_name_or_path, model.max_seq_length, training.output_dir) == (
             "BACKBONE", 64, str(tmp_path / name))
         parsed[name] = (model, training)
-    for name in ("heads_spec", "heads_kd", "heads_no_pairwise", "heads_gold"):
+    for name in ("heads_spec", "heads_kd", "heads_no_pairwise", "heads_gold", "heads_gold_graded"):
         training = parsed[name][1]
         assert (training.head_warmup_epochs, training.num_train_epochs) == (3, 0)
         assert training.head_warmup_cache_dir == str(tmp_path / "cache")
@@ -77,7 +77,10 @@ def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path):
     assert (gold.hard_weighting, gold.beta, gold.gamma, gold.eta, gold.kd_weight) == ("none", 0, 0, 0, 0)
     cosent = parsed["bi_cosent"][1].bi_encoder_loss_weights
     assert (cosent["ibn_weight"], cosent["angle_weight"], cosent["cosine_weight"]) == (0, 1, 1)
-    assert bench.ROWS["bi_cosent"].data == "stsb_pairs" and bench.ROWS["bi_encoder"].data == "full"
+    assert bench.ROWS["bi_cosent"].data == bench.ROWS["heads_gold_graded"].data == "stsb_pairs"
+    assert bench.ROWS["bi_encoder"].data == "full"
+    graded = parsed["heads_gold_graded"][1].loss_weights
+    assert (graded.alpha, graded.tau_hard) == (spec.alpha, spec.tau_hard)  # L_gold: alpha and tau_hard of the config
     model, training = parsed["bi_encoder"]
     assert model.objective == "bi-encoder" and not model.prompt_template
     assert training.bi_encoder_loss_weights["angle_weight"] == 0 and training.bi_encoder_loss_weights["ibn_weight"] == 1
