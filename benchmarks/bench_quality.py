@@ -138,7 +138,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--heads-epochs", type=float, default=4.0, help="epochs of the heads-only rows and warm-up")
     group.add_argument("--epochs", type=float, default=1.0, help="end-to-end epochs (LoRA rows, bi-encoder)")
     group = parser.add_argument_group("SciFact")
-    group.add_argument("--scifact-train", type=int, default=400, help="SciFact train queries for the teacher")
+    group.add_argument("--scifact-train", type=int, default=809, help="SciFact train queries for the teacher (all 809)")
     group.add_argument("--scifact-queries", type=int, default=100, help="SciFact test queries")
     group.add_argument("--scifact-docs", type=int, default=1000, help="corpus slice (judged documents included)")
     group.add_argument("--rerank-depth", type=int, default=20, help="teacher: BM25 documents reranked per query")
