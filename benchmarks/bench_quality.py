@@ -608,13 +608,14 @@ def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: d
         fixed = {"teacher": "teacher", "minilm": "sentence-transformers"}
         return fixed.get(name) or ("bi-encoder" if ROWS[name].kind == "bi_encoder" else "d2llm")
 
-    def row(name: str, data: str = "full", suffix: str = "") -> None:
-        path = model(name + suffix, ROWS[name], data)
+    def row(name: str, data: str | None = None, suffix: str = "") -> None:
+        """Train (on ``data``, by default the row's own) and evaluate one row."""
+        path = model(name + suffix, ROWS[name], data or ROWS[name].data)
         evaluate_row(ledger, work, name + suffix, kind(name), path, ("sts", "nli"), args,
                      adapter=str(adapter) if name == "teacher" else None)
 
     for name in RUN_ORDER:
-        row(name, ROWS[name].data)
+        row(name)
     for size in args.curve:
         for name in CURVE_ROWS:
             row(name, f"q{size}", f"@{size}")
