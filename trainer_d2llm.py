@@ -270,15 +270,27 @@ class D2LLMTrainer(ScoredBatchTrainer):
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None):
-        """``L = L_CI + L_RI + L_FI (+ L_KD)`` of one stored batch (see ``distillation_losses``)."""
+        """``L = L_CI + L_RI + L_FI (+ L_KD)`` of one stored batch (see ``distillation_losses``), or ``L_gold`` of
+        one pair batch; every term is logged."""
         student = self.accelerator.unwrap_model(model)
         self._shard_aware_scoring(student)
         task = student.config.task_names[int(inputs["task_id"])]
         encoder_inputs = {name: inputs[name] for name in ("input_ids", "token_states", "attention_mask")
                           if name in inputs}
         embeddings = model(**encoder_inputs).embeddings
-        if "targets" in inputs:
-            return self._gold_pair_loss(model, student, task, embeddings, inputs["targets"], return_outputs)
+        terms = self._gold_terms if "targets" in inputs else self._distillation_terms
+        losses, diagnostics, outputs = terms(model, student, task, embeddings, inputs)
+        loss = torch.stack(list(losses.values())).sum()
+        if model.training:
+            self._record({**losses, **diagnostics}, loss)
+            self._tasks_since_step.add(task)
+            loss = loss + self._idle_branch_anchor(student, task)
+        return (loss, {**outputs, **losses}) if return_outputs else loss
+
+    def _distillation_terms(self, model: nn.Module, student: D2LLMModel, task: str, embeddings: torch.Tensor,
+                            inputs: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
+        """The weighted distillation terms of one scored batch (``embeddings``: queries, positives, negatives),
+        the ``training_diagnostics`` and the student's logits."""
         hard_logits = inputs["teacher_hard_logits"]
         size, candidates = hard_logits.shape[:2]
         queries, positives = embeddings[:size], embeddings[size : 2 * size]
@@ -295,28 +307,19 @@ class D2LLMTrainer(ScoredBatchTrainer):
             teacher_probabilities(inbatch_logits, weights.teacher_temperature) if inbatch_logits.numel() else None,
             teacher_hard, inputs["teacher_feature_cosine"], weights, inbatch_offset=offset,
             teacher_hard_scores=teacher_scores(hard_logits), teacher_inbatch_scores=teacher_scores(inbatch_logits))
-        loss = torch.stack(list(losses.values())).sum()
-        if model.training:
-            self._record({**losses, **training_diagnostics(student_hard, student_inbatch, teacher_hard)}, loss)
-            self._tasks_since_step.add(task)
-            loss = loss + self._idle_branch_anchor(student, task)
-        outputs = {"student_inbatch": student_inbatch, "student_hard": student_hard, **losses}
-        return (loss, outputs) if return_outputs else loss
+        diagnostics = training_diagnostics(student_hard, student_inbatch, teacher_hard) if model.training else {}
+        return losses, diagnostics, {"student_inbatch": student_inbatch, "student_hard": student_hard}
 
-    def _gold_pair_loss(self, model: nn.Module, student: D2LLMModel, task: str, embeddings: torch.Tensor,
-                        targets: torch.Tensor, return_outputs: bool):
-        """``L_gold`` (docs/method.md, equation (9)) of one pair batch: ``embeddings [2P, d]`` are its P queries
-        and then its P passages; ``gold_ranking`` is the one logged term."""
+    def _gold_terms(self, model: nn.Module, student: D2LLMModel, task: str, embeddings: torch.Tensor,
+                    inputs: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:
+        """``L_gold`` (docs/method.md, equation (9)) of one pair batch (``embeddings``: its P queries, then its P
+        passages), logged as ``gold_ranking``, and the student's pair logits."""
+        targets = inputs["targets"]
         size = targets.shape[0]
-        pairs, _ = student.score(embeddings[:size, None, :], embeddings[size:, None, :], task)
+        pairs, _ = student.score(embeddings[:size], embeddings[size:], task)
         weights = self.args.loss_weights
-        losses = {GOLD_COMPONENT: weights.alpha * gold_ranking_loss(pairs[:, 0], targets, tau=weights.tau_hard)}
-        loss = losses[GOLD_COMPONENT]
-        if model.training:
-            self._record(losses, loss)
-            self._tasks_since_step.add(task)
-            loss = loss + self._idle_branch_anchor(student, task)
-        return (loss, {"student_pairs": pairs[:, 0], **losses}) if return_outputs else loss
+        losses = {GOLD_COMPONENT: weights.alpha * gold_ranking_loss(pairs, targets, tau=weights.tau_hard)}
+        return losses, {}, {"student_pairs": pairs}
 
     def _shard_aware_scoring(self, student: D2LLMModel) -> None:
         """Under FSDP2 the IEM weights stay sharded outside ``forward``: make ``score`` and ``similarity`` gather
