@@ -92,10 +92,11 @@ class YesNoTeacher:
         ``merge_adapter=False`` (to train it further). ``kwargs`` go to the constructor (``max_query_tokens``,
         ``max_passage_tokens``; None means the default). The adapter's saved prompts and token limits are used
         unless ``prompts``, ``prompt_preset`` (``teacher.prompts.PRESETS``) or the limit is given; an adapter
-        folder without them (``PROMPTS_FILE``, ``SETTINGS_FILE``) raises ``FileNotFoundError`` naming the file.
+        folder without them (``PROMPTS_FILE``, ``SETTINGS_FILE``) raises ``FileNotFoundError`` naming the file. A
+        model folder written by ``teacher.adapt --method full`` holds the same two files, used the same way.
         """
         name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
-        saved = _adapter_files(adapter) if adapter is not None else None
+        saved = _adapter_files(adapter) if adapter is not None else _full_model_files(name_or_path)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = "bfloat16" if device.type == "cuda" else "float32"
@@ -116,6 +117,7 @@ class YesNoTeacher:
             model = PeftModel.from_pretrained(model, adapter, is_trainable=not merge_adapter)
             if merge_adapter:
                 model = model.merge_and_unload()
+        if saved is not None:
             saved_prompts, saved_settings = saved
             if prompts is None:
                 prompts = load_prompts(saved_prompts)
@@ -259,6 +261,13 @@ def _adapter_files(adapter: str) -> tuple[Path, Path]:
             raise FileNotFoundError(f"{path} is missing: a teacher adapter folder written by python -m teacher.adapt "
                                     "holds the prompts and token limits it was trained with")
     return files
+
+
+def _full_model_files(folder: str) -> tuple[Path, Path] | None:
+    """The prompts and settings files in a model folder that ``teacher.adapt --method full`` wrote, if both are
+    there (a plain causal LM has neither)."""
+    files = Path(folder) / PROMPTS_FILE, Path(folder) / SETTINGS_FILE
+    return files if all(path.is_file() for path in files) else None
 
 
 def yes_probability(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -11,10 +11,11 @@ from teacher_tiny import tiny_mined, tiny_teacher
 from transformers import LlamaForCausalLM
 
 from preprocess.readers import PAIR_FEATURES
-from teacher.adapt import (AdaptConfig, adapt, add_lora, class_weights, load_training_pairs, pairs_from_mined,
-                           save_adapter)
+from teacher.adapt import AdaptConfig, adapt, add_lora, load_training_pairs, save_adapter
+from teacher.adapt_data import pair_rows, pairs_from_mined
 from teacher.evaluate import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
 from teacher.model import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher
+from teacher.objectives import class_weights
 from tiny import tiny_llama, tiny_tokenizer
 
 ANIMALS, FOOD = ["cat", "dog", "bird", "fish"], ["apple", "banana", "coffee", "tea"]
@@ -37,7 +38,8 @@ def test_adaptation_on_a_tiny_task_raises_the_teachers_accuracy(tmp_path):
     teacher, pairs = tiny_teacher(seed=1), pet_pairs()
     before = accuracy(teacher, pairs)
     add_lora(teacher, AdaptConfig(lora_r=8, lora_alpha=16, lora_dropout=0.0))
-    losses = adapt(teacher, pairs, AdaptConfig(epochs=10, batch_size=8, lr=1e-2, warmup_ratio=0.05, seed=0))
+    losses = adapt(teacher, pair_rows(pairs), AdaptConfig(epochs=10, batch_size=8, lr=1e-2, warmup_ratio=0.05,
+                                                          seed=0)).losses
     after = accuracy(teacher, pairs)
     assert after >= 0.9 > before + 0.2
     assert sum(losses[-5:]) < sum(losses[:5])
@@ -82,7 +84,7 @@ def adapted(**options) -> tuple[YesNoTeacher, list[float]]:
                          **options)
     teacher = tiny_teacher(seed=1)
     add_lora(teacher, config)
-    return teacher, adapt(teacher, pet_pairs(), config)
+    return teacher, adapt(teacher, pair_rows(pet_pairs()), config).losses
 
 
 def test_activation_checkpointing_leaves_the_adaptation_losses_unchanged():
@@ -105,7 +107,7 @@ def test_untrained_teacher_has_nothing_to_adapt():
         teacher = tiny_teacher()
         for parameter in teacher.model.parameters():
             parameter.requires_grad_(False)
-        adapt(teacher, pet_pairs())
+        adapt(teacher, pair_rows(pet_pairs()))
 
 
 def test_class_weights_give_both_classes_equal_total_weight():
@@ -130,12 +132,12 @@ def test_pairs_with_score_and_label_are_read_by_the_chosen_layout(tmp_path):
             {"sentence1": "c", "sentence2": "d", "score": 1.0, "label": "entailment"}]
     path = tmp_path / "sick.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    graded = load_training_pairs([str(path)], [], "symmetric", None, 0)
+    graded = load_training_pairs([str(path)], "symmetric", None, 0)[0]
     assert graded["target"] == pytest.approx([0.9, 0.2])
-    labelled = load_training_pairs([str(path)], [], "symmetric", None, 0, layout="labelled")
+    labelled = load_training_pairs([str(path)], "symmetric", None, 0, layout="labelled")[0]
     assert labelled["target"] == [0.0, 1.0]
-    neutral = load_training_pairs([str(path)], [], "symmetric", None, 0, layout="labelled",
-                                  positive_labels=["neutral"])
+    neutral = load_training_pairs([str(path)], "symmetric", None, 0, layout="labelled",
+                                  positive_labels=["neutral"])[0]
     assert neutral["target"] == [1.0, 0.0]
 
 

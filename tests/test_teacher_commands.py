@@ -29,7 +29,8 @@ def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches_at_its_
 
     adapter = tmp_path / "adapter"
     adapt.main(["--teacher", str(model_dir), "--output", str(adapter), "--train-pairs", str(pairs),
-                        "--train-mined", str(mined), "--batch-size", "4", "--lora-r", "4",
+                        "--train-mined", str(mined), "--mined-objective", "pointwise", "--batch-size", "4",
+                        "--lora-r", "4",
                         "--max-query-tokens", "6", "--max-passage-tokens", "5", "--dev-pairs", str(pairs)])
     report = json.loads((adapter / adapt.REPORT_FILE).read_text())
     assert report["train_size"] == 4 + 2 * 6 and len(report["losses"]) == 4
