@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from schema import PAIR_BATCH_FEATURES, SCORED_BATCH_COLUMNS
+from common.schema import PAIR_BATCH_FEATURES, SCORED_BATCH_COLUMNS
 
 REQUIRED_COLUMNS = ("task", "queries", "positives", "negatives", "teacher_hard_logits", "teacher_inbatch_logits",
                     "teacher_feature_cosine")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stages import build_once
+from common.stages import build_once
 
 REPO = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -85,7 +85,7 @@ def main() -> None:
 
     teacher = args.teacher
     if teacher is None:
-        from embedded_models import smollm2_gguf
+        from common.embedded_models import smollm2_gguf
 
         teacher = str(work / "smollm2")
         run("export", work / "smollm2", lambda out: [PYTHON, "-c", "import sys, pipeline; "

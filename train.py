@@ -39,7 +39,7 @@ from baselines.bi_encoder import BELLM_PROMPT, BiEncoder
 from baselines.trainer_bi_encoder import BiEncoderTrainer
 from configuration_d2llm import HEAD_SETTING_DEFAULTS, HEAD_SETTINGS
 from data_collator import ScoredBatchError
-from head_warmup import run_head_warmup
+from distil.head_warmup import run_head_warmup
 from modeling_d2llm import D2LLMModel
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
 
@@ -189,7 +189,7 @@ def build_model(args: ModelArguments) -> D2LLMModel | BiEncoder:
     """Backbone + fresh heads (or a merged D2LLM checkpoint), or the bi-encoder baseline; then LoRA when asked."""
     source = args.model_name_or_path
     if source is None:
-        import embedded_models
+        from common import embedded_models
 
         source = embedded_models.smollm2_gguf()
     if args.objective == "bi-encoder":
@@ -249,7 +249,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2L
     if training_args.head_warmup_epochs > 0:
         if model_args.objective != "d2llm":
             raise ValueError("head_warmup_epochs trains the PMA/IEM heads of the D2LLM student (objective d2llm)")
-        run_head_warmup(model, train_dataset, training_args, batch_size=data_args.batch_size,
+        run_head_warmup(model, train_dataset, training_args, D2LLMTrainer, batch_size=data_args.batch_size,
                         num_negatives=data_args.num_negatives)
     if model_args.objective == "bi-encoder":
         if eval_dataset is not None:
@@ -287,8 +287,8 @@ def main(argv: Sequence[str] | None = None) -> D2LLMTrainer | BiEncoderTrainer:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
     from modeling_d2llm import CheckpointError
-    from token_state_cache import CacheMismatchError
+    from distil.token_state_cache import CacheMismatchError
 
     run_command(main, ScoredBatchError, CacheMismatchError, CheckpointError, FileNotFoundError)

@@ -70,7 +70,7 @@ def base_backbone(work: Path) -> str:
     if not (folder / "model.safetensors").exists():
         from transformers import AutoModelForCausalLM
 
-        from embedded_models import smollm2_gguf
+        from common.embedded_models import smollm2_gguf
         from backbone_d2llm import load_backbone
 
         model, tokenizer = load_backbone(AutoModelForCausalLM, smollm2_gguf())

@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evaluation.loaders import RetrievalData  # noqa: E402
-from stages import build_once  # noqa: E402
+from common.stages import build_once  # noqa: E402
 
 PYTHON = sys.executable
 TRAIN_CONFIG = REPO / "configs" / "main_job.yaml"
@@ -308,7 +308,7 @@ def bf16_options() -> list[str]:
     """bf16 autocast for end-to-end training where the hardware is fast at it (on a CPU: ``--use_cpu``)."""
     import torch
 
-    from hardware import fast_bf16
+    from common.hardware import fast_bf16
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if not fast_bf16(device):
@@ -595,7 +595,7 @@ def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: d
              args: argparse.Namespace) -> None:
     """Train (where the row is trained) and evaluate every row, the curve points, the SciFact rows, then
     ``LAST_ROWS``."""
-    from embedded_models import minilm_dir
+    from common.embedded_models import minilm_dir
 
     def model(name: str, row: Row, data: str) -> str:
         if row.kind == "none":
@@ -626,7 +626,7 @@ def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: d
 
 def run_scifact(ledger: Ledger, work: Path, backbone: str, args: argparse.Namespace) -> None:
     """BM25 alone, a teacher adapted on SciFact train reranking BM25, and the main rows, on the SciFact slice."""
-    from embedded_models import minilm_dir
+    from common.embedded_models import minilm_dir
 
     evaluate_row(ledger, work, "bm25", "bm25", "", ("scifact",), args)
     source = [str(Path(args.data) / "en" / "scifact"), "--layout", "beir", "--split", "train",
@@ -642,7 +642,7 @@ def run_scifact(ledger: Ledger, work: Path, backbone: str, args: argparse.Namesp
 
 
 def export(out: Path) -> None:
-    from embedded_models import smollm2_gguf
+    from common.embedded_models import smollm2_gguf
     from pipeline import export_backbone
 
     export_backbone(smollm2_gguf(), out)

@@ -44,8 +44,8 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-from hardware import cpu_capability, resolve_dtype  # noqa: E402
-from head_warmup import cached_collator  # noqa: E402
+from common.hardware import cpu_capability, resolve_dtype  # noqa: E402
+from distil.head_warmup import cached_collator  # noqa: E402
 from preprocess.mining import MiningConfig, mine  # noqa: E402
 from preprocess.readers import read_examples, read_pairs  # noqa: E402
 from teacher.model import YesNoTeacher  # noqa: E402
@@ -273,7 +273,7 @@ def main() -> None:
         return
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "smollm2" / "config.json").exists():
-        from embedded_models import smollm2_gguf
+        from common.embedded_models import smollm2_gguf
         from pipeline import export_backbone
 
         export_backbone(smollm2_gguf(), work / "smollm2")

@@ -20,8 +20,8 @@ from typing import Sequence
 from datasets import Dataset
 
 from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
-from schema import PAIR_BATCH_FEATURES
-from stages import write_whole
+from common.schema import PAIR_BATCH_FEATURES
+from common.stages import write_whole
 
 
 def pair_batches(pairs: Dataset, batch_size: int, seed: int = 0) -> Dataset:
@@ -64,6 +64,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
 
     run_command(main, DataError, FileNotFoundError)

@@ -39,8 +39,8 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset, load_from_disk
 
-from schema import EXAMPLE_FEATURES, TASKS
-from stages import write_whole
+from common.schema import EXAMPLE_FEATURES, TASKS
+from common.stages import write_whole
 
 logger = logging.getLogger(__name__)
 
@@ -448,6 +448,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
 
     run_command(main, DataError, FileNotFoundError)

@@ -37,7 +37,7 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
 from preprocess.readers import PAIR_FEATURES, POSITIVE_LABELS, read_pairs
-from stages import write_whole
+from common.stages import write_whole
 from teacher.evaluate import add_dev_arguments, evaluate_teacher, load_dev
 from teacher.model import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher, add_teacher_cost_arguments
 from teacher.prompts import prompts_to_json
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
     from preprocess.readers import DataError
 
     run_command(main, DataError, FileNotFoundError)

@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
     from preprocess.readers import DataError
 
     run_command(main, DataError, FileNotFoundError)

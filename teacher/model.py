@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from backbone_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
-from hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
+from common.hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
 from teacher.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"

@@ -12,7 +12,7 @@ from scored_fixture import scored_rows, to_dataset
 from teacher_tiny import tiny_mined, tiny_teacher
 from test_train_cli import _config
 
-import hardware
+from common import hardware
 import train
 from data_collator import ScoredBatchError, inbatch_scores_present
 from teacher.model import YesNoTeacher

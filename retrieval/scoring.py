@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from hardware import fast_bf16
+from common.hardware import fast_bf16
 
 DEFAULT_MEMORY_MB = 512
 RESCORE_MARGIN = 64
