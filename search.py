@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import torch
 
+from common.cli_errors import report_bad_input
 from common.fingerprints import model_fingerprint
 from common.stages import write_whole
 from evaluation.loaders import DataError, read_corpus, read_queries
@@ -331,8 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             report = _query(args, model, corpus)
     except (DataError, ModelError, SearchError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_bad_input(error)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0
 

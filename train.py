@@ -175,14 +175,14 @@ def load_scored(path: str, split: str):
         loaded = datasets.load_from_disk(path)
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
-                raise ValueError(f"{path} has splits {list(loaded)}, not {split!r}")
+                raise FileNotFoundError(f"{path} has splits {list(loaded)}, not {split!r}")
             loaded = loaded[split]
         return loaded
     try:
         return datasets.load_dataset(path, split=split)
     except Exception as error:  # offline, unknown id, ...: say what was tried
-        raise ValueError(f"{path} is not a save_to_disk folder, and loading it as a hub dataset failed: "
-                         f"{error}") from error
+        raise FileNotFoundError(f"{path} is not a save_to_disk folder, and loading it as a hub dataset failed: "
+                                f"{error}") from error
 
 
 def build_model(args: ModelArguments) -> D2LLMModel | BiEncoder:
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> D2LLMTrainer | BiEncoderTrainer:
 
 if __name__ == "__main__":
     from common.cli_errors import run_command
-    from modeling_d2llm import CheckpointError
     from distil.token_state_cache import CacheMismatchError
+    from modeling_d2llm import CheckpointError
 
     run_command(main, ScoredBatchError, CacheMismatchError, CheckpointError, FileNotFoundError)
