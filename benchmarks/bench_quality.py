@@ -276,7 +276,7 @@ def evaluate_tasks(work: Path, name: str, kind: str, path: str, adapter: str | N
                    args: argparse.Namespace) -> None:
     """(Child process.) Evaluate one row; each task's result (with the STS-B scores) is written when known."""
     import evaluate_model
-    from evaluation import metrics
+    from common import metrics
 
     data = load_eval_data(args, work / "snli")
     scorer = load_row_scorer(kind, path, adapter, args)

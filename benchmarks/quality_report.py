@@ -129,7 +129,7 @@ def evaluation_file(work: Path, name: str, task: str) -> Path:
 # ---------------------------------------------------------------------------------------------- table
 def agreement(work: Path, name: str) -> float | None:
     """Spearman between a row's STS-B test scores and the teacher's (how well it imitates the teacher)."""
-    from evaluation import metrics
+    from common import metrics
 
     row, teacher = evaluation_file(work, name, "sts"), evaluation_file(work, "teacher", "sts")
     if not (row.exists() and teacher.exists()):

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE_FOLDERS = ("", "common", "preprocess", "teacher", "distil", "evaluation", "retrieval", "baselines")
+SOURCE_FOLDERS = ("", "common", "preprocess", "teacher", "distil", "evaluation", "retrieval", "baselines", "benchmarks")
 MAX_ROOT_MODULES = 10
 
 
@@ -82,6 +82,17 @@ def test_no_import_circle_among_the_project_modules():
     assert {"trainer_d2llm", "distil.head_warmup", "distil.model_card", "common.stages"} <= set(graph)
     assert "distil.head_warmup" in graph["trainer_d2llm"]  # the graph sees imports inside functions too
     assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_no_import_circle_among_the_packages():
+    """Packages are layers (``common`` below the stages, a stage below the ones that use it): a package imports
+    another only where that one imports nothing of it back, through any chain; root modules count on their own."""
+    layers: dict[str, set[str]] = {}
+    for name, targets in import_graph().items():
+        top = name.split(".")[0]
+        layers.setdefault(top, set()).update(target.split(".")[0] for target in targets)
+        layers[top].discard(top)
+    assert find_cycle(layers) is None, f"package circle: {' -> '.join(find_cycle(layers))}"
 
 
 def test_shared_utilities_import_nothing_above_them():
