@@ -62,8 +62,9 @@ def run_stage_command(stage: str, arguments: list[str]) -> None:
 
 
 def run(stage: str, output: Path, command: Callable[[str], list[str]], log: list[tuple[str, float]]) -> None:
-    """Run ``command(partial)``, which writes the stage's output to ``partial`` (``stages.build_once``: renamed to
-    ``output`` when the command succeeded, redone when it was killed). The stage's wall time goes to ``log``."""
+    """Run ``command(partial)``, which writes the stage's output to ``partial`` (``common.stages.build_once``:
+    renamed to ``output`` when the command succeeded, redone when it was killed). The stage's wall time goes to
+    ``log``."""
     seconds = build_once(output, lambda partial: run_stage_command(stage, command(str(partial))))
     if seconds is None:
         print(f"[{stage}] done already: {output}", flush=True)

@@ -196,7 +196,7 @@ class SearchIndex:
         if self._flat is None:
             import faiss
 
-            self._flat = faiss.IndexFlatL2(self.flat_embeddings.shape[1])  # L2: see DEFAULT_METRIC in search_ann
+            self._flat = faiss.IndexFlatL2(self.flat_embeddings.shape[1])  # L2: see DEFAULT_METRIC in retrieval.ann
             self._flat.add(self.flat_embeddings.float().numpy())
         _, found = self._flat.search(queries.detach().float().cpu().contiguous().numpy(), depth)
         return torch.as_tensor(found, dtype=torch.long)

@@ -11,7 +11,7 @@ a model card; ``--save_adapter`` also writes the LoRA adapter checkpoint to ``ou
 
 ``--head_warmup_epochs N`` first trains PMA and IEM alone for N epochs on the frozen backbone (its token states
 cached on disk, or recomputed each step with ``--head_warmup_states recompute``), then trains end to end
-(``head_warmup.py``).
+(``distil/head_warmup.py``).
 
 Pair batches with gold targets (``python -m preprocess.pair_batches``) instead of scored batches train the same
 student without a teacher: CoSENT over the IEM scores of each batch's pairs, by target (docs/method.md, (9)).
@@ -117,7 +117,7 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    """Teacher-scored fixed batches (``schema.SCORED_BATCH_FEATURES``)."""
+    """Teacher-scored fixed batches (``common.schema.SCORED_BATCH_FEATURES``)."""
 
     train_dataset: str | None = field(default=None, metadata={
         "help": "Teacher-scored batches: a folder written by Dataset.save_to_disk (or a hub dataset id)."})

@@ -193,7 +193,7 @@ def pair_loss_terms(first: torch.Tensor, second: torch.Tensor, targets: torch.Te
                     ibn_weight: float = 1.0, angle_weight: float = 1.0, cosine_weight: float = 0.0
                     ) -> dict[str, torch.Tensor]:
     """The weighted terms of one pair batch: embeddings ``first``/``second [B, d]`` of B pairs with gold
-    ``targets [B]`` in [0, 1] (``schema.PAIR_BATCH_FEATURES``).
+    ``targets [B]`` in [0, 1] (``common.schema.PAIR_BATCH_FEATURES``).
 
     Positive pairs only (every target 1): :func:`bi_encoder_loss_terms` without hard negatives (InfoNCE over the
     in-batch positives; AnglE / CoSENT rank ``(u_i, v_i)`` above ``(u_i, v_{i+1})``). Graded or mixed targets:

@@ -86,7 +86,7 @@ class Ledger:
         write_json(self.path, self.data)
 
     def stage(self, name: str, output: Path, build: Callable[[Path], None]) -> Path:
-        """``stages.build_once`` with the stage's seconds recorded; returns ``output``."""
+        """``common.stages.build_once`` with the stage's seconds recorded; returns ``output``."""
         print(f"\n[{name}] -> {output}", flush=True)
         seconds = build_once(output, build)
         if seconds is None:

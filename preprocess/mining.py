@@ -24,7 +24,7 @@ Command line::
         [--dense-model PATH] [--dense-max-tokens N] [--faiss] [--device cpu]
 
 ``READ_DIR`` is what ``python -m preprocess.readers`` wrote; the output is a ``datasets`` dataset with
-``schema.MINED_FEATURES`` (the examples plus ``negatives``), saved with ``save_to_disk``.
+``common.schema.MINED_FEATURES`` (the examples plus ``negatives``), saved with ``save_to_disk``.
 """
 
 from __future__ import annotations

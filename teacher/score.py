@@ -1,4 +1,5 @@
-"""Teacher scoring of fixed training batches (docs/method.md, sections 3-4; output ``schema.SCORED_BATCH_FEATURES``).
+"""Teacher scoring of fixed training batches (docs/method.md, sections 3-4; output
+``common.schema.SCORED_BATCH_FEATURES``).
 
 Mined examples are grouped into fixed batches of B (one task, language and K per batch; no text twice in a
 batch, so no in-batch "negative" is another row's query or positive), and the teacher scores, per batch:
@@ -10,7 +11,7 @@ Cost controls: ``--inbatch-scores none`` scores only each query's 1 + K candidat
 feeds only the pairwise rank term, yet it is most of the pairs: 64 of 96 at B = 8, K = 3); the rows then hold an
 empty ``teacher_inbatch_logits`` list (``schema``) and training refuses ``gamma > 0``. ``--dtype auto`` (the
 default) computes in bfloat16 where the hardware has a fast bf16 path and in float32 elsewhere
-(``hardware.resolve_dtype``); the choice and the CPU capability are recorded in ``scoring_run.json``.
+(``common.hardware.resolve_dtype``); the choice and the CPU capability are recorded in ``scoring_run.json``.
 
 Long runs: batches are scored in shards of ``shard_batches``; each shard is written to a temporary folder
 and renamed into place, so a shard on disk is always complete. A killed run started again with the same
