@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from common.cli_errors import report_bad_input
 from common import metrics
+from common.cli_errors import report_bad_input
 from evaluation.loaders import DataError, Pairs, RetrievalData, load_graded_pairs, load_labelled_pairs, load_retrieval
 from evaluation.models import MODEL_TYPES, ModelError, detect_model_type, load_scorer
 from evaluation.scorers import CrossEncoderScorer, Scorer

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
-from baselines.bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
 from backbone_d2llm import apply_bidirectional_layers, load_backbone, mean_pool
+from baselines.bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
 
 SETTINGS_FILE = "bi_encoder.json"
 BELLM_PROMPT = 'The representative word for sentence {text} is:"'

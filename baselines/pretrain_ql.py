@@ -17,8 +17,8 @@ from typing import Sequence
 
 from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
 
-from baselines.llmql import QLCollator, load_pairs
 from backbone_d2llm import load_backbone
+from baselines.llmql import QLCollator, load_pairs
 
 
 @dataclass

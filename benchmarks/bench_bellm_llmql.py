@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.bi_encoder import BELLM_PROMPT, BiEncoder  # noqa: E402
-from evaluation.loaders import load_retrieval  # noqa: E402
 from common.metrics import retrieval  # noqa: E402
+from evaluation.loaders import load_retrieval  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = str(REPO.parent / "shared" / "data" / "en" / "scifact")

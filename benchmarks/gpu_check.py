@@ -39,9 +39,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from configuration_d2llm import D2LLMConfig  # noqa: E402
+from distil.losses import LossWeights, distillation_losses  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
 from retrieval.scoring import exact_top_k  # noqa: E402
-from distil.losses import LossWeights, distillation_losses  # noqa: E402
 
 CONFIGS = {  # written out from the models' published config.json files
     "qwen2-1.5b": {

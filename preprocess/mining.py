@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 
-from preprocess.readers import DataError, load_read
 from common.schema import MINED_FEATURES
 from common.stages import write_whole
+from preprocess.readers import DataError, load_read
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from typing import Sequence
 
 from datasets import Dataset
 
-from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
 from common.schema import PAIR_BATCH_FEATURES
 from common.stages import write_whole
+from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
 
 
 def pair_batches(pairs: Dataset, batch_size: int, seed: int = 0) -> Dataset:

@@ -13,8 +13,8 @@ from evaluation_tiny import save_tiny_d2llm, tiny_d2llm, write_beir, write_jsonl
 
 from common import hardware
 from retrieval import scoring as search_scoring
-from search import META_FILE, SearchError, SearchIndex, main
 from retrieval.ann import AnnIndex
+from search import META_FILE, SearchError, SearchIndex, main
 
 N, Q = 600, 12
 
