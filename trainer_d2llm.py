@@ -112,7 +112,7 @@ class D2LLMTrainingArguments(TrainingArguments):
     hub_strategy: str = field(default="end", metadata={"help": "When to push to the Hub (default: at the end)."})
 
     def __post_init__(self) -> None:
-        # CUDA only: on a CPU, even one fast at bf16, the demo's nearly tied teacher scores want float32 (results.md)
+        # CUDA only: on a CPU bf16 stays a choice (--bf16 true --use_cpu true), so results do not depend on the CPU
         if self.auto_bf16 and not (self.bf16 or self.fp16) and fast_bf16("cuda"):
             self.bf16 = True
         if self.activation_checkpointing_kwargs is None and self.gradient_checkpointing_kwargs is None:
