@@ -1,5 +1,5 @@
-"""Teacher-scored fixed batches (``schema.SCORED_BATCH_FEATURES``), or pair batches with gold targets
-(``schema.PAIR_BATCH_FEATURES``), into training steps.
+"""Teacher-scored fixed batches (``common.schema.SCORED_BATCH_FEATURES``), or pair batches with gold targets
+(``common.schema.PAIR_BATCH_FEATURES``), into training steps.
 
 * ``validate_scored_dataset`` / ``validate_pair_batches`` refuse bad input before training, naming the batch and
   the column.
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from schema import PAIR_BATCH_FEATURES, SCORED_BATCH_COLUMNS
+from common.schema import PAIR_BATCH_FEATURES, SCORED_BATCH_COLUMNS
 
 REQUIRED_COLUMNS = ("task", "queries", "positives", "negatives", "teacher_hard_logits", "teacher_inbatch_logits",
                     "teacher_feature_cosine")
@@ -121,7 +121,7 @@ def validate_scored_dataset(dataset, task_names: Sequence[str], batch_size: int 
     missing = [column for column in REQUIRED_COLUMNS if column not in columns]
     if missing:
         raise ScoredBatchError(f"the dataset lacks column(s) {missing}; expected the columns of "
-                               f"schema.SCORED_BATCH_FEATURES: {list(SCORED_BATCH_COLUMNS)}")
+                               f"common.schema.SCORED_BATCH_FEATURES: {list(SCORED_BATCH_COLUMNS)}")
     if len(dataset) == 0:
         raise ScoredBatchError("the dataset holds no batch")
     for index, row in enumerate(dataset):
@@ -138,7 +138,7 @@ def validate_scored_dataset(dataset, task_names: Sequence[str], batch_size: int 
 
 
 def is_pair_batches(dataset: Any) -> bool:
-    """Whether ``dataset`` holds pair batches (``schema.PAIR_BATCH_FEATURES``) rather than scored batches."""
+    """Whether ``dataset`` holds pair batches (``common.schema.PAIR_BATCH_FEATURES``) rather than scored batches."""
     return "targets" in dataset.column_names
 
 

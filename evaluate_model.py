@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from evaluation import metrics
+from common import metrics
+from common.cli_errors import report_bad_input
 from evaluation.loaders import DataError, Pairs, RetrievalData, load_graded_pairs, load_labelled_pairs, load_retrieval
 from evaluation.models import MODEL_TYPES, ModelError, detect_model_type, load_scorer
 from evaluation.scorers import CrossEncoderScorer, Scorer
@@ -139,8 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              max_query_tokens=args.max_query_tokens, max_passage_tokens=args.max_passage_tokens)
         results = run(scorer, jobs)
     except (DataError, ModelError, metrics.MetricError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_bad_input(error)
     report = {"model": args.model, "model_type": kind, "results": results}
     text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)

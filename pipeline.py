@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stages import build_once
+from common.stages import build_once
 
 REPO = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -44,16 +44,28 @@ def export_backbone(source: str, target: Path) -> None:
     tokenizer.save_pretrained(target)
 
 
+class StageError(RuntimeError):
+    """A stage's command that failed with exit ``status``; the command has printed why (one ``error:`` line for bad
+    input, status 2)."""
+
+    def __init__(self, stage: str, status: int) -> None:
+        super().__init__(f"[{stage}] failed with exit status {status}")
+        self.status = status
+
+
+def run_stage_command(stage: str, arguments: list[str]) -> None:
+    """Run one stage's command from the repository root, printing it first; ``StageError`` when it fails."""
+    print(f"\n[{stage}] $ {shlex.join(arguments)}", flush=True)
+    status = subprocess.run(arguments, cwd=REPO).returncode
+    if status:
+        raise StageError(stage, status)
+
+
 def run(stage: str, output: Path, command: Callable[[str], list[str]], log: list[tuple[str, float]]) -> None:
-    """Run ``command(partial)``, which writes the stage's output to ``partial`` (``stages.build_once``: renamed to
-    ``output`` when the command succeeded, redone when it was killed). The stage's wall time goes to ``log``."""
-
-    def build(partial: Path) -> None:
-        arguments = command(str(partial))
-        print(f"\n[{stage}] $ {shlex.join(arguments)}", flush=True)
-        subprocess.run(arguments, cwd=REPO, check=True)
-
-    seconds = build_once(output, build)
+    """Run ``command(partial)``, which writes the stage's output to ``partial`` (``common.stages.build_once``:
+    renamed to ``output`` when the command succeeded, redone when it was killed). The stage's wall time goes to
+    ``log``."""
+    seconds = build_once(output, lambda partial: run_stage_command(stage, command(str(partial))))
     if seconds is None:
         print(f"[{stage}] done already: {output}", flush=True)
     else:
@@ -85,7 +97,7 @@ def main() -> None:
 
     teacher = args.teacher
     if teacher is None:
-        from embedded_models import smollm2_gguf
+        from common.embedded_models import smollm2_gguf
 
         teacher = str(work / "smollm2")
         run("export", work / "smollm2", lambda out: [PYTHON, "-c", "import sys, pipeline; "
@@ -120,14 +132,25 @@ def main() -> None:
     index = work / "index"
     run("index", index, lambda out: [PYTHON, "search.py", "build", "--model", str(model), "--corpus",
                                      os.path.join(args.retrieval, "corpus.jsonl"), "--index", out], log)
-    print("\n[search demo]", flush=True)
-    subprocess.run([PYTHON, "search.py", "query", "--model", str(model), "--index", str(index), "--top-k", "3",
-                    "--corpus", os.path.join(args.retrieval, "corpus.jsonl"),
-                    "--query", "Which mountain is the highest?", "--query", "How do vaccines work?"],
-                   cwd=REPO, check=True)
+    run_stage_command("search demo", [
+        PYTHON, "search.py", "query", "--model", str(model), "--index", str(index), "--top-k", "3", "--corpus",
+        os.path.join(args.retrieval, "corpus.jsonl"), "--query", "Which mountain is the highest?", "--query",
+        "How do vaccines work?"])
     print("\nstage times (s): " + ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in log))
     print(f"total {time.perf_counter() - start:.0f} s; model: {model}; metrics: {work / 'results.json'}")
 
 
+def run_main() -> None:
+    """``main`` as a command: a missing prerequisite (the embedded model not installed) ends it with one ``error:``
+    line and status 2; a failed stage with that stage's status, the stage's own message being the one line."""
+    from common.cli_errors import run_command
+
+    try:
+        run_command(main, FileNotFoundError)
+    except StageError as error:
+        print(error, file=sys.stderr)
+        sys.exit(error.status)
+
+
 if __name__ == "__main__":
-    main()
+    run_main()

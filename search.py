@@ -5,10 +5,10 @@ An index stores, per document, the PMA embedding and the IEM passage projection 
 model (backbone config and weights, PMA/IEM weights) in ``index.json`` (no pickle).
 
 * Exact search (default): every query against every document, many queries per GEMM, bf16 where the hardware runs
-  it fast (``search_scoring``). Cost grows with the corpus: one ``h x h`` layer per (query, document).
+  it fast (``retrieval.scoring``). Cost grows with the corpus: one ``h x h`` layer per (query, document).
 * Two-stage (``two_stage=True``): a faiss first stage picks ``candidates`` documents per query and the IEM scores
   only those. The first stage is an ANN index when the index was built with ``ann="hnsw"`` or ``"ivf"``
-  (``search_ann``; the embeddings then live in it), else an exact (flat) faiss L2 search over the embeddings.
+  (``retrieval.ann``; the embeddings then live in it), else an exact (flat) faiss L2 search over the embeddings.
   ``two_stage_recall`` measures how much of the exact top-k it keeps.
 
 Saving is atomic: data files get a fresh name, ``index.json`` (which names them) is replaced in one rename, and
@@ -23,56 +23,34 @@ only then are the old files removed, so a killed ``build`` or ``add`` leaves the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import uuid
+from pathlib import Path
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
+from common.cli_errors import report_bad_input
+from common.fingerprints import model_fingerprint
+from common.stages import write_whole
 from evaluation.loaders import DataError, read_corpus, read_queries
 from evaluation.models import ModelError, load_d2llm
-from search_ann import DEFAULT_METRIC, AnnIndex
-from search_scoring import DEFAULT_MEMORY_MB, exact_top_k, rescore
+from retrieval.ann import DEFAULT_METRIC, AnnIndex
+from retrieval.scoring import DEFAULT_MEMORY_MB, exact_top_k, rescore
 
 META_FILE = "index.json"
 FORMAT_VERSION = 2
 DEFAULT_CANDIDATES = 200
 QUERY_BLOCK = 64
-FINGERPRINT_SAMPLES = 4096
-_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures",
-                         "use_cache", "attn_implementation", "_attn_implementation"}
 Hits = list[list[tuple[str, float]]]
 
 
 class SearchError(ValueError):
     """An index that cannot be used as asked (missing, built by another model, duplicate ids, ...)."""
-
-
-def _config_identity(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _config_identity(item) for key, item in sorted(value.items()) if key not in _VOLATILE_CONFIG_KEYS}
-    return value
-
-
-def model_fingerprint(model: Any) -> str:
-    """sha256 of what makes a model's scores: its config (backbone included, paths and dtype left out), every
-    PMA/IEM weight, and of each backbone tensor its name, shape and ``FINGERPRINT_SAMPLES`` evenly spaced values
-    (rounded to bf16, so an fp32 and a bf16 load of one checkpoint agree; any fine-tune moves them)."""
-    digest = hashlib.sha256(json.dumps(_config_identity(model.config.to_dict()), sort_keys=True,
-                                       default=str).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        values = tensor.detach().flatten()
-        if name.startswith("backbone."):
-            step = max(1, values.numel() // FINGERPRINT_SAMPLES)
-            values = values[::step].to(torch.bfloat16)
-        digest.update(values.float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @dataclass
@@ -218,7 +196,7 @@ class SearchIndex:
         if self._flat is None:
             import faiss
 
-            self._flat = faiss.IndexFlatL2(self.flat_embeddings.shape[1])  # L2: see DEFAULT_METRIC in search_ann
+            self._flat = faiss.IndexFlatL2(self.flat_embeddings.shape[1])  # L2: see DEFAULT_METRIC in retrieval.ann
             self._flat.add(self.flat_embeddings.float().numpy())
         _, found = self._flat.search(queries.detach().float().cpu().contiguous().numpy(), depth)
         return torch.as_tensor(found, dtype=torch.long)
@@ -240,12 +218,14 @@ class SearchIndex:
             self.ann.save(os.path.join(folder, files["ann"]))
         meta = {"format": FORMAT_VERSION, "task": self.task, "model_fingerprint": self.fingerprint, "files": files,
                 "ann": self.ann and {"kind": self.ann.kind, "metric": self.ann.metric}, "ids": self.ids}
-        staging = os.path.join(folder, f"{META_FILE}.{token}.tmp")
-        with open(staging, "w", encoding="utf-8") as handle:
-            json.dump(meta, handle, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, os.path.join(folder, META_FILE))
+
+        def write_meta(partial: Path) -> None:
+            with open(partial, "w", encoding="utf-8") as handle:
+                json.dump(meta, handle, ensure_ascii=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+        write_whole(Path(folder) / META_FILE, write_meta)
         for name in os.listdir(folder):
             if name not in files.values() and name != META_FILE and name.startswith(("tensors-", "ann-", META_FILE)):
                 os.remove(os.path.join(folder, name))
@@ -352,8 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             report = _query(args, model, corpus)
     except (DataError, ModelError, SearchError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_bad_input(error)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0
 

@@ -11,7 +11,7 @@ a model card; ``--save_adapter`` also writes the LoRA adapter checkpoint to ``ou
 
 ``--head_warmup_epochs N`` first trains PMA and IEM alone for N epochs on the frozen backbone (its token states
 cached on disk, or recomputed each step with ``--head_warmup_states recompute``), then trains end to end
-(``head_warmup.py``).
+(``distil/head_warmup.py``).
 
 Pair batches with gold targets (``python -m preprocess.pair_batches``) instead of scored batches train the same
 student without a teacher: CoSENT over the IEM scores of each batch's pairs, by target (docs/method.md, (9)).
@@ -39,7 +39,7 @@ from baselines.bi_encoder import BELLM_PROMPT, BiEncoder
 from baselines.trainer_bi_encoder import BiEncoderTrainer
 from configuration_d2llm import HEAD_SETTING_DEFAULTS, HEAD_SETTINGS
 from data_collator import ScoredBatchError
-from head_warmup import run_head_warmup
+from distil.head_warmup import run_head_warmup
 from modeling_d2llm import D2LLMModel
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
 
@@ -117,7 +117,7 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    """Teacher-scored fixed batches (``schema.SCORED_BATCH_FEATURES``)."""
+    """Teacher-scored fixed batches (``common.schema.SCORED_BATCH_FEATURES``)."""
 
     train_dataset: str | None = field(default=None, metadata={
         "help": "Teacher-scored batches: a folder written by Dataset.save_to_disk (or a hub dataset id)."})
@@ -175,21 +175,21 @@ def load_scored(path: str, split: str):
         loaded = datasets.load_from_disk(path)
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
-                raise ValueError(f"{path} has splits {list(loaded)}, not {split!r}")
+                raise FileNotFoundError(f"{path} has splits {list(loaded)}, not {split!r}")
             loaded = loaded[split]
         return loaded
     try:
         return datasets.load_dataset(path, split=split)
     except Exception as error:  # offline, unknown id, ...: say what was tried
-        raise ValueError(f"{path} is not a save_to_disk folder, and loading it as a hub dataset failed: "
-                         f"{error}") from error
+        raise FileNotFoundError(f"{path} is not a save_to_disk folder, and loading it as a hub dataset failed: "
+                                f"{error}") from error
 
 
 def build_model(args: ModelArguments) -> D2LLMModel | BiEncoder:
     """Backbone + fresh heads (or a merged D2LLM checkpoint), or the bi-encoder baseline; then LoRA when asked."""
     source = args.model_name_or_path
     if source is None:
-        import embedded_models
+        from common import embedded_models
 
         source = embedded_models.smollm2_gguf()
     if args.objective == "bi-encoder":
@@ -249,7 +249,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: D2L
     if training_args.head_warmup_epochs > 0:
         if model_args.objective != "d2llm":
             raise ValueError("head_warmup_epochs trains the PMA/IEM heads of the D2LLM student (objective d2llm)")
-        run_head_warmup(model, train_dataset, training_args, batch_size=data_args.batch_size,
+        run_head_warmup(model, train_dataset, training_args, D2LLMTrainer, batch_size=data_args.batch_size,
                         num_negatives=data_args.num_negatives)
     if model_args.objective == "bi-encoder":
         if eval_dataset is not None:
@@ -287,8 +287,8 @@ def main(argv: Sequence[str] | None = None) -> D2LLMTrainer | BiEncoderTrainer:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
+    from distil.token_state_cache import CacheMismatchError
     from modeling_d2llm import CheckpointError
-    from token_state_cache import CacheMismatchError
 
     run_command(main, ScoredBatchError, CacheMismatchError, CheckpointError, FileNotFoundError)

@@ -1,6 +1,6 @@
 """Distillation of an LLM cross-encoder into the D2LLM student (docs/method.md, section 3): ``D2LLMTrainer``, its
-training arguments and its LoRA checkpoints. The losses are in ``losses_d2llm.py``, the gather across processes in
-``distributed.py``, the model card in ``model_card.py``.
+training arguments and its LoRA checkpoints. The losses are in ``distil/losses.py``, the gather across processes in
+``distil/distributed.py``, the model card in ``distil/model_card.py``, the head warm-up in ``distil/head_warmup.py``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from common.hardware import DTYPE_CHOICES, fast_bf16
+from common.schema import SCORED_BATCH_COLUMNS
 from data_collator import (D2LLMDataCollator, FixedBatchSampler, ScoredBatchError, inbatch_scores_present,
                            is_pair_batches, validate_pair_batches, validate_scored_dataset)
-from distributed import gather_with_grad
-from losses_d2llm import (GOLD_COMPONENT, HARD_WEIGHTINGS, LossWeights, distillation_losses, gold_ranking_loss,
-                          teacher_probabilities, teacher_scores, training_diagnostics)
-from model_card import render_model_card
+from distil.distributed import gather_with_grad
+from distil.head_warmup import STATES_CHOICES
+from distil.losses import (GOLD_COMPONENT, HARD_WEIGHTINGS, LossWeights, distillation_losses, gold_ranking_loss,
+                           teacher_probabilities, teacher_scores, training_diagnostics)
+from distil.model_card import render_model_card
 from modeling_d2llm import D2LLMModel
-from schema import SCORED_BATCH_COLUMNS
 
 TRAINABLE_STATE_FILE = "trainable_state.safetensors"
 TRAINING_ARGS_FILE = "training_args.json"
@@ -53,10 +55,6 @@ def load_trainable_state(model: nn.Module, checkpoint_dir: str) -> None:
 
 
 # ====================================================================== trainer
-def _bf16_available() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
 @dataclass
 class D2LLMTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus the loss weights of docs/method.md section 3, the PMA/IEM learning rate, and the loss
@@ -92,7 +90,7 @@ class D2LLMTrainingArguments(TrainingArguments):
     head_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of PMA and IEM (default: learning_rate)."})
     head_warmup_epochs: float = field(default=0.0, metadata={
-        "help": "Epochs of PMA/IEM training on a frozen backbone before end-to-end training (head_warmup.py)."})
+        "help": "Epochs of PMA/IEM training on a frozen backbone before end-to-end training (distil/head_warmup.py)."})
     head_warmup_states: str = field(default="cache", metadata={
         "help": "cache: backbone token states cached on disk once (small and mid-size backbones); recompute: the "
                 "frozen backbone runs forward every warm-up step, no backward (large backbones)."})
@@ -114,7 +112,8 @@ class D2LLMTrainingArguments(TrainingArguments):
     hub_strategy: str = field(default="end", metadata={"help": "When to push to the Hub (default: at the end)."})
 
     def __post_init__(self) -> None:
-        if self.auto_bf16 and not (self.bf16 or self.fp16) and _bf16_available():
+        # CUDA only: on a CPU bf16 stays a choice (--bf16 true --use_cpu true), so results do not depend on the CPU
+        if self.auto_bf16 and not (self.bf16 or self.fp16) and fast_bf16("cuda"):
             self.bf16 = True
         if self.activation_checkpointing_kwargs is None and self.gradient_checkpointing_kwargs is None:
             self.activation_checkpointing_kwargs = {"use_reentrant": False}
@@ -126,9 +125,6 @@ class D2LLMTrainingArguments(TrainingArguments):
                                  "gradient_accumulation_steps")
         if self.ddp_find_unused_parameters:
             raise ValueError("ddp_find_unused_parameters must be False: the IEM scores outside the DDP forward")
-        from hardware import DTYPE_CHOICES
-        from head_warmup import STATES_CHOICES
-
         if self.head_warmup_states not in STATES_CHOICES:
             raise ValueError(f"head_warmup_states must be one of {STATES_CHOICES}, got {self.head_warmup_states!r}")
         if self.head_warmup_dtype not in DTYPE_CHOICES:

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
-from baselines.bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
 from backbone_d2llm import apply_bidirectional_layers, load_backbone, mean_pool
+from baselines.bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
 
 SETTINGS_FILE = "bi_encoder.json"
 BELLM_PROMPT = 'The representative word for sentence {text} is:"'
@@ -193,7 +193,7 @@ def pair_loss_terms(first: torch.Tensor, second: torch.Tensor, targets: torch.Te
                     ibn_weight: float = 1.0, angle_weight: float = 1.0, cosine_weight: float = 0.0
                     ) -> dict[str, torch.Tensor]:
     """The weighted terms of one pair batch: embeddings ``first``/``second [B, d]`` of B pairs with gold
-    ``targets [B]`` in [0, 1] (``schema.PAIR_BATCH_FEATURES``).
+    ``targets [B]`` in [0, 1] (``common.schema.PAIR_BATCH_FEATURES``).
 
     Positive pairs only (every target 1): :func:`bi_encoder_loss_terms` without hard negatives (InfoNCE over the
     in-batch positives; AnglE / CoSENT rank ``(u_i, v_i)`` above ``(u_i, v_{i+1})``). Graded or mixed targets:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from losses_d2llm import ranking_loss
+from distil.losses import ranking_loss
 
 
 def info_nce_loss(queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None,

@@ -93,7 +93,7 @@ def corruption_token_id(tokenizer) -> int:
 
 @dataclass
 class QLCollator:
-    """Rows with ``query`` and ``positive`` (``schema.EXAMPLE_FEATURES``) -> causal-LM inputs under LLM-QL.
+    """Rows with ``query`` and ``positive`` (``common.schema.EXAMPLE_FEATURES``) -> causal-LM inputs under LLM-QL.
 
     ``mask_dtype``: ``None`` for a boolean mask (sdpa), a float dtype for an additive one (eager attention).
     """

@@ -4,7 +4,7 @@
         [--corruption 0.6] [--max_document_length 200] [--max_query_length 64] [--lora_r 0] [TrainingArguments...]
     accelerate launch -m baselines.pretrain_ql ...        (the same arguments, on several processes)
 
-``PAIRS``: a JSONL file or a ``datasets`` folder of (query, positive) rows (``schema.EXAMPLE_FEATURES``). ``DIR``
+``PAIRS``: a JSONL file or a ``datasets`` folder of (query, positive) rows (``common.schema.EXAMPLE_FEATURES``). ``DIR``
 receives the causal LM (LoRA merged in) and its tokenizer: ``D2LLMModel.from_backbone(DIR)`` and
 ``BiEncoder.from_pretrained(DIR)`` start from it. Trainer checkpoints go to ``DIR`` too, so
 ``--resume_from_checkpoint DIR/checkpoint-N`` resumes.
@@ -17,8 +17,8 @@ from typing import Sequence
 
 from transformers import AutoModelForCausalLM, HfArgumentParser, Trainer, TrainingArguments
 
-from baselines.llmql import QLCollator, load_pairs
 from backbone_d2llm import load_backbone
+from baselines.llmql import QLCollator, load_pairs
 
 
 @dataclass

@@ -4,7 +4,7 @@
   negatives; the teacher's scores are not used): ``L = ibn_weight * InfoNCE + angle_weight * AnglE +
   cosine_weight * CoSENT`` (``baselines.bi_encoder.bi_encoder_loss_terms``), the in-batch negatives being the
   batch's own positives (per process); or
-* pair batches with gold targets (``schema.PAIR_BATCH_FEATURES``, ``python -m preprocess.pair_batches``): graded
+* pair batches with gold targets (``common.schema.PAIR_BATCH_FEATURES``, ``python -m preprocess.pair_batches``): graded
   pairs ranked by AnglE / CoSENT (``baselines.bi_encoder.pair_loss_terms``).
 """
 

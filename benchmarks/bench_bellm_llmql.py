@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.bi_encoder import BELLM_PROMPT, BiEncoder  # noqa: E402
+from common.metrics import retrieval  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
-from evaluation.metrics import retrieval  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = str(REPO.parent / "shared" / "data" / "en" / "scifact")
@@ -70,7 +70,7 @@ def base_backbone(work: Path) -> str:
     if not (folder / "model.safetensors").exists():
         from transformers import AutoModelForCausalLM
 
-        from embedded_models import smollm2_gguf
+        from common.embedded_models import smollm2_gguf
         from backbone_d2llm import load_backbone
 
         model, tokenizer = load_backbone(AutoModelForCausalLM, smollm2_gguf())

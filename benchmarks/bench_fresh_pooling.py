@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from embedded_models import smollm2_gguf
+    from common.embedded_models import smollm2_gguf
 
     backbone = args.backbone or smollm2_gguf()
     # the quality benchmark's evaluation slices, at its default sizes and seed

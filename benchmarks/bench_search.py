@@ -24,11 +24,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from common.metrics import retrieval  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
-from evaluation.metrics import retrieval  # noqa: E402
 from evaluation.models import load_d2llm  # noqa: E402
+from retrieval.scoring import DEFAULT_MEMORY_MB, bf16_is_fast, chunk_size, compute_dtype  # noqa: E402
 from search import SearchIndex, recall_against  # noqa: E402
-from search_scoring import DEFAULT_MEMORY_MB, bf16_is_fast, chunk_size, compute_dtype  # noqa: E402
 
 TOP_K = 10
 SETS = {"scifact": "en/scifact", "msmarco-mini": "en/msmarco-mini"}

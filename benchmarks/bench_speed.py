@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from baselines.bi_encoder import BiEncoder  # noqa: E402
-from embedded_models import smollm2_gguf  # noqa: E402
+from common.embedded_models import smollm2_gguf  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
 from search import SearchIndex  # noqa: E402

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from embedded_models import smollm2_gguf  # noqa: E402
+from common.embedded_models import smollm2_gguf  # noqa: E402
 from preprocess.readers import read_examples  # noqa: E402
 from teacher.model import YesNoTeacher  # noqa: E402
 

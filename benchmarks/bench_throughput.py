@@ -44,8 +44,9 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-from hardware import cpu_capability, resolve_dtype  # noqa: E402
-from head_warmup import cached_collator  # noqa: E402
+from common.hardware import cpu_capability, resolve_dtype  # noqa: E402
+from common.stages import write_whole  # noqa: E402
+from distil.head_warmup import cached_collator  # noqa: E402
 from preprocess.mining import MiningConfig, mine  # noqa: E402
 from preprocess.readers import read_examples, read_pairs  # noqa: E402
 from teacher.model import YesNoTeacher  # noqa: E402
@@ -85,9 +86,7 @@ def measured(work: Path, name: str, measure: Callable[[], dict]) -> dict:
         if LOCK:
             fcntl.flock(lock, fcntl.LOCK_EX)
         result = measure()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".tmp").write_text(json.dumps(result, indent=2))
-    path.with_suffix(".tmp").rename(path)
+    write_whole(path, lambda partial: partial.write_text(json.dumps(result, indent=2)))
     print(f"[{name}] {result}", flush=True)
     return result
 
@@ -105,8 +104,7 @@ def mined_mix(work: Path) -> Path:
         read = read_examples(str(path), task="symmetric", language="en", **options)
         parts.append(mine(read.examples, read.corpus, MiningConfig(k=K, methods=("bm25",)))[0])
     mixed = concatenate_datasets(parts).shuffle(seed=0)
-    mixed.save_to_disk(str(work / "mined.tmp"))
-    (work / "mined.tmp").rename(output)
+    write_whole(output, lambda partial: mixed.save_to_disk(str(partial)))
     return output
 
 
@@ -273,7 +271,7 @@ def main() -> None:
         return
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "smollm2" / "config.json").exists():
-        from embedded_models import smollm2_gguf
+        from common.embedded_models import smollm2_gguf
         from pipeline import export_backbone
 
         export_backbone(smollm2_gguf(), work / "smollm2")

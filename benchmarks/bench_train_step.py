@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from baselines.bi_encoder import BiEncoder  # noqa: E402
 from baselines.bi_encoder_losses import info_nce_loss  # noqa: E402
-from embedded_models import smollm2_gguf  # noqa: E402
+from common.embedded_models import smollm2_gguf  # noqa: E402
+from common.schema import SCORED_BATCH_FEATURES  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
-from schema import SCORED_BATCH_FEATURES  # noqa: E402
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments  # noqa: E402
 
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}

@@ -3,7 +3,7 @@
 Measures, each part guarded (a failure is recorded, the rest still runs):
 * student training step: D2LLM on Qwen2-1.5B (LoRA r 16 on every linear layer, PMA, IEM h = 512) in bf16, B queries
   + B positives + B * K hard negatives of ``--seq-len`` tokens, the distillation loss ``L_CI + L_RI + L_FI``
-  (``losses_d2llm.distillation_losses``) against random teacher scores, AdamW; for each attention kernel (sdpa, and
+  (``distil.losses.distillation_losses``) against random teacher scores, AdamW; for each attention kernel (sdpa, and
   flash_attention_2 where installed): tokens/s and model FLOP utilisation. MFU counts ``4 N`` FLOPs per token (a
   frozen backbone under LoRA: forward ``2 N`` plus the activation gradients ``2 N``; no weight gradients) over
   ``--peak-tflops`` (H200 SXM dense bf16: 989);
@@ -39,9 +39,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from configuration_d2llm import D2LLMConfig  # noqa: E402
+from distil.losses import LossWeights, distillation_losses  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
-from search_scoring import exact_top_k  # noqa: E402
-from losses_d2llm import LossWeights, distillation_losses  # noqa: E402
+from retrieval.scoring import exact_top_k  # noqa: E402
 
 CONFIGS = {  # written out from the models' published config.json files
     "qwen2-1.5b": {

@@ -24,7 +24,7 @@ Command line::
         [--dense-model PATH] [--dense-max-tokens N] [--faiss] [--device cpu]
 
 ``READ_DIR`` is what ``python -m preprocess.readers`` wrote; the output is a ``datasets`` dataset with
-``schema.MINED_FEATURES`` (the examples plus ``negatives``), saved with ``save_to_disk``.
+``common.schema.MINED_FEATURES`` (the examples plus ``negatives``), saved with ``save_to_disk``.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset
 
+from common.schema import MINED_FEATURES
+from common.stages import write_whole
 from preprocess.readers import DataError, load_read
-from schema import MINED_FEATURES
-from stages import write_whole
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class DenseRetriever:
 
     def __init__(self, corpus: Sequence[str], model_name_or_path: str | None = None, *, batch_size: int = 64,
                  device: str | None = None, use_faiss: bool = False, max_tokens: int | None = None) -> None:
-        from embedded_models import minilm_dir
+        from common.embedded_models import minilm_dir
 
         self.model = _sentence_transformer(model_name_or_path or minilm_dir(), device)
         self.max_tokens = max_tokens
@@ -296,6 +296,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
 
     run_command(main, DataError, FileNotFoundError)

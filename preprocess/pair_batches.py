@@ -5,7 +5,7 @@
 
 ``SOURCE`` is any pairs file or hub dataset ``preprocess.readers.read_pairs`` reads; a graded pair's target is its
 score / 5, a labelled pair's 1 or 0. Pairs are shuffled with ``--seed`` and cut into batches of one task each
-(``schema.PAIR_BATCH_FEATURES``; the last, short batch of each task is dropped), so that
+(``common.schema.PAIR_BATCH_FEATURES``; the last, short batch of each task is dropped), so that
 ``train.py --objective bi-encoder --train_dataset DIR`` trains on them: AnglE / CoSENT rank each batch's pairs by
 their targets (``--ibn_weight 0``), and batches of positive pairs only also train with in-batch InfoNCE.
 """
@@ -19,9 +19,9 @@ from typing import Sequence
 
 from datasets import Dataset
 
+from common.schema import PAIR_BATCH_FEATURES
+from common.stages import write_whole
 from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
-from schema import PAIR_BATCH_FEATURES
-from stages import write_whole
 
 
 def pair_batches(pairs: Dataset, batch_size: int, seed: int = 0) -> Dataset:
@@ -64,6 +64,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
 
     run_command(main, DataError, FileNotFoundError)

@@ -1,4 +1,4 @@
-"""Reading training data into the example schema (``schema.EXAMPLE_FEATURES``: query, positive, task, language).
+"""Reading training data into the example schema (``common.schema.EXAMPLE_FEATURES``: query, positive, task, language).
 
 Sources, by ``layout`` (``auto`` picks from the columns or folder):
 
@@ -39,8 +39,8 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset, load_from_disk
 
-from schema import EXAMPLE_FEATURES, TASKS
-from stages import write_whole
+from common.schema import EXAMPLE_FEATURES, TASKS
+from common.stages import write_whole
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +404,7 @@ def detect_language(texts: Sequence[str], sample: int = 200) -> str:
 
 def save_read(result: ReadResult, output: str | Path) -> None:
     """``output/examples`` and ``output/corpus`` as datasets on disk; ``output`` appears whole or not at all
-    (``stages.write_whole``), replacing an older one."""
+    (``common.stages.write_whole``), replacing an older one."""
 
     def write(folder: Path) -> None:
         result.examples.save_to_disk(str(folder / "examples"))
@@ -448,6 +448,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
 
     run_command(main, DataError, FileNotFoundError)

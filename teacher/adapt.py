@@ -48,8 +48,8 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from common.stages import write_whole
 from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
-from stages import write_whole
 from teacher.adapt_data import group_rows, pair_rows, pairs_from_mined
 from teacher.evaluate import add_dev_arguments, evaluate_teacher, load_dev
 from teacher.model import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher, add_teacher_cost_arguments
@@ -237,7 +237,7 @@ def _resumable_checkpoint(folder: Path, settings: dict[str, Any]) -> str | None:
 
 def save_adapter(teacher: YesNoTeacher, output: str | Path, report: dict) -> None:
     """The peft adapter (a full model: its weights and tokenizer), the prompts and token limits it was trained
-    with, and the report, in ``output``: the folder appears whole or not at all (``stages.write_whole``)."""
+    with, and the report, in ``output``: the folder appears whole or not at all (``common.stages.write_whole``)."""
 
     def write(folder: Path) -> None:
         teacher.model.save_pretrained(str(folder))
@@ -391,6 +391,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
 
     run_command(main, DataError, FileNotFoundError)

@@ -23,12 +23,12 @@ import torch
 from datasets import Dataset
 from scipy.stats import spearmanr
 
-from evaluation import metrics
+from common import metrics
 from teacher.model import YesNoTeacher, add_teacher_cost_arguments
 
 
 def average_precision(scores: Sequence[float], labels: Sequence[float]) -> float:
-    """Average precision of the pairs whose target is >= 0.5 (``evaluation.metrics``); NaN with one class."""
+    """Average precision of the pairs whose target is >= 0.5 (``common.metrics``); NaN with one class."""
     try:
         return metrics.pair_classification(scores, [label >= 0.5 for label in labels])["average_precision"]
     except metrics.MetricError:
@@ -36,7 +36,7 @@ def average_precision(scores: Sequence[float], labels: Sequence[float]) -> float
 
 
 def ndcg_at_10(scores: Sequence[float], relevant: Sequence[bool]) -> float:
-    """Binary-relevance NDCG@10 of one ranked candidate list (``evaluation.metrics``); NaN without a positive."""
+    """Binary-relevance NDCG@10 of one ranked candidate list (``common.metrics``); NaN without a positive."""
     qrels = {"query": {str(index): 1 for index, is_relevant in enumerate(relevant) if is_relevant}}
     if not qrels["query"]:
         return float("nan")
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
     from preprocess.readers import DataError
 
     run_command(main, DataError, FileNotFoundError)

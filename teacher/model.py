@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from backbone_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
-from hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
+from common.hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
 from teacher.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"
@@ -85,7 +85,7 @@ class YesNoTeacher:
     ) -> "YesNoTeacher":
         """A hub id, a folder or a ``.gguf`` path, optionally with a peft LoRA folder from ``adapt_teacher``.
 
-        ``dtype``: ``"auto"`` (bfloat16 where the hardware is fast at it, ``hardware.resolve_dtype``),
+        ``dtype``: ``"auto"`` (bfloat16 where the hardware is fast at it, ``common.hardware.resolve_dtype``),
         ``"float32"``, ``"bfloat16"`` or a torch dtype; None keeps the old default (bfloat16 on a GPU, float32 on a
         CPU). On a CPU, bfloat16 means float32 weights under bfloat16 autocast (``forward``), which tracks float32
         scores far more closely than bfloat16 weights. The adapter is merged for speed unless

@@ -18,7 +18,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from schema import TASKS
+from common.schema import TASKS
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Teacher scoring of fixed training batches (docs/method.md, sections 3-4; output ``schema.SCORED_BATCH_FEATURES``).
+"""Teacher scoring of fixed training batches (docs/method.md, sections 3-4; output
+``common.schema.SCORED_BATCH_FEATURES``).
 
 Mined examples are grouped into fixed batches of B (one task, language and K per batch; no text twice in a
 batch, so no in-batch "negative" is another row's query or positive), and the teacher scores, per batch:
@@ -10,7 +11,7 @@ Cost controls: ``--inbatch-scores none`` scores only each query's 1 + K candidat
 feeds only the pairwise rank term, yet it is most of the pairs: 64 of 96 at B = 8, K = 3); the rows then hold an
 empty ``teacher_inbatch_logits`` list (``schema``) and training refuses ``gamma > 0``. ``--dtype auto`` (the
 default) computes in bfloat16 where the hardware has a fast bf16 path and in float32 elsewhere
-(``hardware.resolve_dtype``); the choice and the CPU capability are recorded in ``scoring_run.json``.
+(``common.hardware.resolve_dtype``); the choice and the CPU capability are recorded in ``scoring_run.json``.
 
 Long runs: batches are scored in shards of ``shard_batches``; each shard is written to a temporary folder
 and renamed into place, so a shard on disk is always complete. A killed run started again with the same
@@ -46,9 +47,10 @@ import torch.nn.functional as F
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
+from common.schema import MINED_FEATURES, SCORED_BATCH_FEATURES
+from common.stages import write_whole
 from preprocess.mining import normalise
 from preprocess.readers import DataError
-from schema import MINED_FEATURES, SCORED_BATCH_FEATURES
 from teacher.model import YesNoTeacher, add_teacher_cost_arguments
 from teacher.prompts import prompts_to_json
 
@@ -207,7 +209,8 @@ def score_dataset(
         members = [_batch_row(rows, batch_id, batches[batch_id]) for batch_id in shards[shard]]
         inbatch = config.inbatch_scores == "all"
         scored = score_shard(teacher, members, config.teacher_batch_size, inbatch)
-        _write_atomically(Dataset.from_list(scored, features=SCORED_BATCH_FEATURES), _shard_path(work, shard))
+        _write_atomically(Dataset.from_list(scored, features=SCORED_BATCH_FEATURES), _shard_path(work, shard),
+                          shared_folder=True)
         pairs += sum(len(b["queries"]) * (1 + len(b["negatives"][0]) + inbatch * len(b["queries"])) for b in members)
         progress.update(len(members))
         progress.set_postfix(pairs_per_s=f"{pairs / (time.perf_counter() - started):.1f}")
@@ -272,9 +275,7 @@ def report_teacher_separation(scored: Dataset, output: Path) -> dict[str, float 
     run_file = output / RUN_FILE
     run = json.loads(run_file.read_text()) if run_file.exists() else {}
     run[SEPARATION_KEY] = {**separation, "threshold": SEPARATION_THRESHOLD}
-    temporary = run_file.with_name(f"{RUN_FILE}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(run))
-    os.replace(temporary, run_file)
+    write_whole(run_file, lambda partial: partial.write_text(json.dumps(run)))
     return separation
 
 
@@ -317,28 +318,25 @@ def _start_work_dir(work: Path, fingerprint: str, config: ScoringConfig, num_sha
         if json.loads(run_file.read_text())["fingerprint"] != fingerprint:
             raise FileExistsError(f"{work} holds shards of a run with other inputs or settings; "
                                   "remove it or use another --output")
-        for stale in work.glob("*.tmp-*"):
-            shutil.rmtree(stale)
         return
-    work.mkdir(parents=True, exist_ok=True)
-    temporary = work / f"{RUN_FILE}.tmp-{os.getpid()}"
-    temporary.write_text(json.dumps({"fingerprint": fingerprint, "config": asdict(config), "shards": num_shards}))
-    os.replace(temporary, run_file)
+    record = {"fingerprint": fingerprint, "config": asdict(config), "shards": num_shards}
+    write_whole(run_file, lambda partial: partial.write_text(json.dumps(record)))
 
 
 def _shard_path(work: Path, shard: int) -> Path:
     return work / f"shard-{shard:05d}"
 
 
-def _write_atomically(dataset: Dataset, target: Path, extra: dict[str, str] | None = None) -> None:
-    """``save_to_disk`` into a temporary sibling, then one rename: the target is complete or absent."""
-    temporary = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    dataset.save_to_disk(str(temporary))
-    for name, text in (extra or {}).items():
-        (temporary / name).write_text(text)
-    os.rename(temporary, target)
+def _write_atomically(dataset: Dataset, target: Path, extra: dict[str, str] | None = None,
+                      shared_folder: bool = False) -> None:
+    """``save_to_disk`` plus the ``extra`` files, written whole or not at all (``common.stages.write_whole``)."""
+
+    def build(partial: Path) -> None:
+        dataset.save_to_disk(str(partial))
+        for name, text in (extra or {}).items():
+            (partial / name).write_text(text)
+
+    write_whole(target, build, shared_folder=shared_folder)
 
 
 def load_mined(paths: Sequence[str]) -> Dataset:
@@ -400,6 +398,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from cli_errors import run_command
+    from common.cli_errors import run_command
 
     run_command(main, DataError, FileNotFoundError)

@@ -23,7 +23,7 @@ from datasets import Dataset
 
 if __name__ == "__main__":  # run as a script: the repository root holds schema.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from schema import SCORED_BATCH_FEATURES  # noqa: E402
+from common.schema import SCORED_BATCH_FEATURES  # noqa: E402
 
 TOPICS = (
     ("cat", "dog", "bird", "fish", "sat", "ran", "flew", "swam", "mat", "log"),

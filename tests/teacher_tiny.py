@@ -7,7 +7,7 @@ from datasets import Dataset
 from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaForCausalLM
 
-from schema import MINED_FEATURES
+from common.schema import MINED_FEATURES
 from teacher.model import YesNoTeacher
 from teacher.prompts import TaskPrompt
 

@@ -150,7 +150,7 @@ def test_report_only_writes_the_table_agreement_curve_and_scifact_without_touchi
 
 
 def test_every_row_trains_on_its_own_data_and_the_curve_on_its_subsets(tmp_path, monkeypatch):
-    import embedded_models
+    from common import embedded_models
 
     trained: dict[str, str] = {}
 

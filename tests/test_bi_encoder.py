@@ -12,7 +12,7 @@ from transformers import LlamaModel
 
 from baselines.bi_encoder import BELLM_PROMPT, BiEncoder, BiEncoderSettings, bi_encoder_loss_terms, pair_loss_terms
 from baselines.bi_encoder_losses import angle_loss, cosine_loss, info_nce_loss
-from losses_d2llm import ranking_loss
+from distil.losses import ranking_loss
 from modeling_d2llm import D2LLMModel
 
 TEXTS = ["the cat sat on the mat", "dog", "what is the capital of france", "a big red apple"]

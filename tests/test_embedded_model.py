@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from embedded_models import smollm2_gguf
+from common.embedded_models import smollm2_gguf
 from modeling_d2llm import D2LLMModel
 
 

@@ -11,7 +11,7 @@ from teacher_tiny import tiny_teacher
 from tiny import tiny_bert, tiny_llama, tiny_tokenizer
 from transformers import BertModel, LlamaForCausalLM
 
-import embedded_models
+from common import embedded_models
 from evaluate_model import main
 from evaluation.loaders import load_retrieval
 from evaluation.models import ModelError, detect_model_type, load_d2llm, load_scorer

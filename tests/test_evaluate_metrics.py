@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation import metrics
+from common import metrics
 
 
 def loop_average_precision(scores, labels) -> float:

@@ -15,9 +15,10 @@ from test_train_cli import _config
 
 import train
 from data_collator import ScoredBatchError
-from head_warmup import HEADS_FILE, LOG_FILE, WARMUP_DIR, head_state_dict
-from losses_d2llm import GOLD_COMPONENT, LOSS_COMPONENTS, gold_ranking_loss
-from model_card import render_model_card
+from distil.head_warmup import HEADS_FILE, LOG_FILE, WARMUP_DIR
+from distil.losses import GOLD_COMPONENT, LOSS_COMPONENTS, gold_ranking_loss
+from distil.model_card import render_model_card
+from heads_d2llm import head_state_dict
 from preprocess.pair_batches import pair_batches
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
 

@@ -11,13 +11,14 @@ from safetensors.torch import load_file
 from scored_fixture import scored_dataset, tiny_student
 from test_train_cli import LocalHub, _config
 
-import token_state_cache
 import train
+from common.hardware import resolve_dtype
 from data_collator import D2LLMDataCollator
-from hardware import resolve_dtype
-from head_warmup import HEADS_FILE, LOG_FILE, WARMUP_DIR, CachedStatesCollator, head_state_dict
-from token_state_cache import CACHE_FILE, CacheMismatchError, build_cache, collator_texts
-from losses_d2llm import LOSS_COMPONENTS
+from distil import token_state_cache
+from distil.head_warmup import HEADS_FILE, LOG_FILE, WARMUP_DIR, CachedStatesCollator
+from distil.losses import LOSS_COMPONENTS
+from distil.token_state_cache import CACHE_FILE, CacheMismatchError, build_cache, collator_texts
+from heads_d2llm import head_state_dict
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments
 
 TASKS = ["symmetric", "asymmetric"]

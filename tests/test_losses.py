@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from losses_d2llm import (
+from distil.losses import (
     LOSS_COMPONENTS,
     LossWeights,
     contrastive_imitation_loss,

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pipeline
-import stages
+from common import stages
 
 REPO = Path(__file__).resolve().parents[1]
 WRITE = "import os, sys; os.makedirs(sys.argv[1]); open(os.path.join(sys.argv[1], 'part'), 'w').write('{}')"

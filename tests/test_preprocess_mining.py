@@ -7,10 +7,10 @@ import json
 import pytest
 from datasets import Dataset, load_from_disk
 
+from common.schema import EXAMPLE_FEATURES, MINED_FEATURES
 from preprocess import mining, readers
 from preprocess.mining import BM25Retriever, MiningConfig, mine, normalise, reciprocal_rank_fusion
 from preprocess.readers import DataError
-from schema import EXAMPLE_FEATURES, MINED_FEATURES
 
 CORPUS = [
     "A man is playing a guitar.", "A man plays the guitar on stage.", "A woman is playing a guitar.",

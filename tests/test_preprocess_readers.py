@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from common.schema import EXAMPLE_FEATURES
 from preprocess import readers
 from preprocess.readers import DataError, load_read, read_examples, read_pairs, save_read
-from schema import EXAMPLE_FEATURES
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -11,10 +11,10 @@ import pytest
 import torch
 from evaluation_tiny import save_tiny_d2llm, tiny_d2llm, write_beir, write_jsonl
 
-import hardware
-import search_scoring
+from common import hardware
+from retrieval import scoring as search_scoring
+from retrieval.ann import AnnIndex
 from search import META_FILE, SearchError, SearchIndex, main
-from search_ann import AnnIndex
 
 N, Q = 600, 12
 

@@ -10,7 +10,7 @@ from teacher_tiny import tiny_mined
 from tiny import tiny_llama, tiny_tokenizer
 from transformers import LlamaForCausalLM
 
-from schema import SCORED_BATCH_FEATURES
+from common.schema import SCORED_BATCH_FEATURES
 from teacher import adapt, score
 from teacher import model as teacher_command
 from teacher.model import YesNoTeacher

@@ -12,8 +12,8 @@ from scored_fixture import scored_rows, to_dataset
 from teacher_tiny import tiny_mined, tiny_teacher
 from test_train_cli import _config
 
-import hardware
 import train
+from common import hardware
 from data_collator import ScoredBatchError, inbatch_scores_present
 from teacher.model import YesNoTeacher
 from teacher.prompts import PRESETS, load_prompts

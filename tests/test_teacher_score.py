@@ -7,8 +7,8 @@ import torch
 from datasets import concatenate_datasets, load_from_disk
 from teacher_tiny import tiny_mined, tiny_teacher
 
+from common.schema import SCORED_BATCH_FEATURES
 from preprocess.mining import normalise
-from schema import SCORED_BATCH_FEATURES
 from teacher.score import ScoringConfig, plan_batches, score_dataset
 
 B, K = 4, 3

@@ -16,7 +16,7 @@ import train
 from data_collator import ScoredBatchError
 from modeling_d2llm import D2LLMModel
 from scored_fixture import scored_dataset, scored_rows, to_dataset
-from losses_d2llm import LOSS_COMPONENTS
+from distil.losses import LOSS_COMPONENTS
 from trainer_d2llm import TRAINABLE_STATE_FILE
 
 

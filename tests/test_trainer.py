@@ -10,7 +10,7 @@ import torch
 from data_collator import D2LLMDataCollator, FixedBatchSampler, ScoredBatchError, validate_scored_dataset
 from scored_fixture import scored_dataset, scored_rows, tiny_student, to_dataset
 from tiny import tiny_tokenizer
-from losses_d2llm import (
+from distil.losses import (
     DIAGNOSTICS,
     LOSS_COMPONENTS,
     contrastive_imitation_loss,

@@ -9,10 +9,10 @@ layer PMA reads are kept without padding, in half precision, in safetensors piec
     CACHE/cache.json                fingerprint, text count, piece size, hidden size, compute dtype; written last,
                                     so a cache without it is incomplete and is finished, never read
 
-Texts are split into pieces of ``piece_size`` in a fixed order (sorted); a piece is written to a temporary file and
-renamed, so a killed build resumes with the pieces on disk. Under ``accelerate launch`` process r encodes the
-pieces with ``index % world_size == r``; the main process writes ``cache.json``; every process then reads the
-whole cache (memory-mapped: one copy in the page cache per machine).
+Texts are split into pieces of ``piece_size`` in a fixed order (sorted); a piece is written whole or not at all
+(``common.stages.write_whole``), so a killed build resumes with the pieces on disk. Under ``accelerate launch``
+process r encodes the pieces with ``index % world_size == r``; the main process writes ``cache.json``; every process
+then reads the whole cache (memory-mapped: one copy in the page cache per machine).
 
 The fingerprint covers the texts, the backbone (config and a digest of its weights), the tokenizer, the pooled
 layer, the token limit and the compute dtype: a cache built for anything else is refused, never reused.
@@ -31,7 +31,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hardware import DtypeChoice
+from common.fingerprints import backbone_digest
+from common.hardware import DtypeChoice
+from common.stages import write_whole
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +49,6 @@ def collator_texts(rows: Iterable[Mapping[str, Any]], collator: Any) -> list[str
     """Every distinct text of the scored batches exactly as ``collator.texts(row)`` feeds it (instructions
     prepended); sorted."""
     return sorted({text for row in rows for text in collator.texts(row)})
-
-
-def backbone_digest(model: Any) -> str:
-    """sha256 of the backbone's config and weights (a fresh LoRA, whose B matrices are zero, changes nothing)."""
-    digest = hashlib.sha256(model.backbone_model().config.to_json_string(use_diff=False).encode())
-    lora_is_identity = all(not param.any() for name, param in model.backbone.named_parameters() if "lora_B" in name)
-    for name, param in sorted(model.backbone.named_parameters()):
-        if lora_is_identity and "lora_" in name:
-            continue
-        digest.update(name.encode())
-        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def cache_fingerprint(texts: Sequence[str], model: Any, compute: DtypeChoice, half: bool = True) -> str:
@@ -129,16 +119,13 @@ def build_cache(model: Any, texts: Sequence[str], folder: str | os.PathLike, com
         for piece in todo:
             tensors = _encode_piece(model, texts[piece * piece_size:(piece + 1) * piece_size], compute, batch_size,
                                     half, progress)
-            temporary = folder / f".piece-{piece:05d}.tmp-{os.getpid()}"
-            save_file(tensors, str(temporary), metadata={"fingerprint": fingerprint})
-            os.replace(temporary, _piece_path(folder, piece))
+            write_whole(_piece_path(folder, piece), lambda partial: save_file(
+                tensors, str(partial), metadata={"fingerprint": fingerprint}), shared_folder=True)
     wait_for_everyone()
     if process_index == 0:
         record = {"fingerprint": fingerprint, "num_texts": len(texts), "piece_size": piece_size,
                   "hidden_size": model.config.hidden_size, "compute": compute.to_dict()}
-        temporary = folder / f".{CACHE_FILE}.tmp-{os.getpid()}"
-        temporary.write_text(json.dumps(record, indent=2))
-        os.replace(temporary, folder / CACHE_FILE)
+        write_whole(folder / CACHE_FILE, lambda partial: partial.write_text(json.dumps(record, indent=2)))
     wait_for_everyone()
     return TokenStateCache(folder, texts, fingerprint)
 

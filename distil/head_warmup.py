@@ -14,7 +14,7 @@ same logged terms; training then continues end to end (LoRA and heads) as withou
   200 tokens are 16 GB).
 
 Resuming: when the warm-up finishes, the heads are written to ``OUTPUT/_head_warmup/heads.safetensors``
-(temporary file, then rename); a later run with that file skips the warm-up and loads it. The folder's leading
+(whole or not at all); a later run with that file skips the warm-up and loads it. The folder's leading
 underscore keeps it (and the cache inside it) out of ``push_to_hub`` uploads. A warm-up killed before the end is
 run again (the cache keeps its finished pieces). The warm-up's optimizer state is not carried into the end-to-end
 phase, which starts AdamW afresh.
@@ -33,9 +33,13 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from transformers import Trainer
+
+from common.hardware import resolve_dtype
+from common.stages import write_whole
 from data_collator import D2LLMDataCollator
-from hardware import resolve_dtype
-from token_state_cache import TokenStateCache, build_cache, collator_texts
+from distil.token_state_cache import TokenStateCache, build_cache, collator_texts
+from heads_d2llm import head_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +65,6 @@ class CachedStatesCollator:
         return {"token_states": states, "attention_mask": mask, **self.base.supervision(row)}
 
 
-def head_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The PMA and IEM weights (everything but the backbone)."""
-    return {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
-            if not name.startswith("backbone.")}
-
-
 def cached_collator(model: Any, train_dataset: Any, cache_dir: str | os.PathLike, dtype: str = "auto",
                     half: bool = True) -> CachedStatesCollator:
     """Build (or reopen) the token-state cache of ``train_dataset`` and the collator that reads it."""
@@ -84,12 +82,12 @@ def cached_collator(model: Any, train_dataset: Any, cache_dir: str | os.PathLike
     return CachedStatesCollator(base, cache)
 
 
-def run_head_warmup(model: Any, train_dataset: Any, args: Any, **trainer_kwargs: Any) -> None:
+def run_head_warmup(model: Any, train_dataset: Any, args: Any, trainer_class: type[Trainer],
+                    **trainer_kwargs: Any) -> None:
     """Train ``model``'s heads for ``args.head_warmup_epochs`` epochs with the backbone frozen (see the module
-    docstring), or load the heads of a finished warm-up. ``trainer_kwargs`` go to ``D2LLMTrainer``."""
+    docstring), or load the heads of a finished warm-up. ``trainer_class`` (``D2LLMTrainer``) trains them, with
+    ``trainer_kwargs``."""
     from safetensors.torch import load_file, save_file
-
-    from trainer_d2llm import D2LLMTrainer
 
     folder = Path(args.output_dir) / WARMUP_DIR
     heads_file = folder / HEADS_FILE
@@ -115,14 +113,12 @@ def run_head_warmup(model: Any, train_dataset: Any, args: Any, **trainer_kwargs:
         collator = cached_collator(model, train_dataset, cache_dir, args.head_warmup_dtype)
     logger.info("head warm-up: %s epochs, %s states, backbone frozen", args.head_warmup_epochs,
                 args.head_warmup_states)
-    trainer = D2LLMTrainer(model=model, args=warmup_args, train_dataset=train_dataset, data_collator=collator,
+    trainer = trainer_class(model=model, args=warmup_args, train_dataset=train_dataset, data_collator=collator,
                            **trainer_kwargs)
     trainer.train()
     if trainer.is_world_process_zero():
-        temporary = folder / f".{HEADS_FILE}.tmp-{os.getpid()}"
-        save_file(head_state_dict(model), str(temporary))
         (folder / LOG_FILE).write_text(json.dumps(trainer.state.log_history, indent=2))
-        os.replace(temporary, heads_file)
+        write_whole(heads_file, lambda partial: save_file(head_state_dict(model), str(partial)))
     trainer.accelerator.wait_for_everyone()
     del trainer  # its DDP wrapper and reducer hooks go with it before the end-to-end trainer wraps the model
     gc.collect()

@@ -45,10 +45,11 @@ def cpu_capability() -> str:
 
 
 def fast_bf16(device: str | torch.device = "cpu") -> bool:
-    """True where bfloat16 matrix products run faster than float32 on ``device``."""
+    """True where bfloat16 matrix products run faster than float32 on ``device``: a CUDA GPU with bf16 support, a
+    CPU with AMX or AVX512-BF16. The one place this is decided (teacher dtype, training, search, benchmarks)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         return any(flag in cpu_capability() for flag in _BF16_CPU_FLAGS)
     return False

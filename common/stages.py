@@ -7,6 +7,7 @@ before it builds the stage again: a half-written output is never taken for a fin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -34,11 +35,14 @@ def build_once(output: Path, build: Callable[[Path], None]) -> float | None:
     return time.perf_counter() - start
 
 
-def write_whole(output: Path, build: Callable[[Path], None]) -> None:
+def write_whole(output: Path, build: Callable[[Path], None], *, shared_folder: bool = False) -> None:
     """Write ``output`` (a file or a folder) complete or not at all, replacing any older ``output``.
 
-    ``build(partial)`` writes it at ``partial_path(output)``, which is renamed to ``output`` when ``build`` returns.
-    Whatever an earlier, killed build left at ``partial`` is removed first.
+    ``build(partial)`` writes it at ``partial_path(output)``, which is renamed to ``output`` when ``build`` returns
+    (a file replaces an older one in that one rename, so readers see the old file or the new one, never none).
+    Whatever an earlier, killed build left at ``partial`` is removed first. The ``.partial`` folder is removed
+    once empty, unless ``shared_folder``: other processes write beside ``output`` at the same time (each its own
+    name), and one must not remove the folder another is about to write in.
     """
     output = Path(output)
     partial = partial_path(output)
@@ -47,8 +51,12 @@ def write_whole(output: Path, build: Callable[[Path], None]) -> None:
     build(partial)
     if not partial.exists():
         raise RuntimeError(f"{output} was not written: the build left nothing at {partial}")
-    _remove(output)
+    if partial.is_dir() or output.is_dir():  # a rename replaces a file, not a folder
+        _remove(output)
     os.replace(partial, output)
+    if not shared_folder:
+        with contextlib.suppress(OSError):  # not empty: another output's partial is in there
+            partial.parent.rmdir()
 
 
 def _remove(path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from hardware import fast_bf16
+from common.hardware import fast_bf16
 
 DEFAULT_MEMORY_MB = 512
 RESCORE_MARGIN = 64
@@ -26,7 +26,7 @@ _BF16_FAST: dict[str, bool] = {}
 def bf16_is_fast(device: torch.device | str = "cpu") -> bool:
     """True where bf16 GEMMs run clearly faster than fp32 (measured once per device type).
 
-    The hardware must have a fast bf16 path (``hardware.fast_bf16``: a GPU with bf16, a CPU with AMX or
+    The hardware must have a fast bf16 path (``common.hardware.fast_bf16``: a GPU with bf16, a CPU with AMX or
     AVX512-BF16), and on a CPU a ``[4096, 512] x [512, 512]`` bf16 matmul must also run at least 1.5x as fast as
     the fp32 one, here and now (the add/relu passes around the GEMM eat part of a smaller gain).
     """

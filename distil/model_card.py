@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from losses_d2llm import GOLD_COMPONENT, LOSS_COMPONENTS
+from distil.losses import GOLD_COMPONENT, LOSS_COMPONENTS, LossWeights
 
 if TYPE_CHECKING:
     from modeling_d2llm import D2LLMModel
-    from trainer_d2llm import D2LLMTrainingArguments
 
 
-def render_model_card(model: D2LLMModel, args: D2LLMTrainingArguments, log_history: list[dict[str, Any]], *,
+class CardArguments(Protocol):
+    """What the card reads of the training arguments (``trainer_d2llm.D2LLMTrainingArguments`` has it all)."""
+
+    output_dir: str
+    loss_weights: LossWeights
+    learning_rate: float
+    head_learning_rate: float | None
+    num_train_epochs: float
+    max_steps: int
+    seed: int
+
+
+def render_model_card(model: D2LLMModel, args: CardArguments, log_history: list[dict[str, Any]], *,
                       dataset: str | list[str] | None = None, fixed_batch_shape: tuple[int, int] | None = None,
                       hub_model_id: str | None = None) -> str:
     """Markdown model card: backbone, data, loss weights, training settings and the evaluation results present in

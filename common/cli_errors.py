@@ -5,6 +5,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+BAD_INPUT_STATUS = 2
+
+
+def report_bad_input(error: BaseException) -> int:
+    """Print ``error: MESSAGE`` (the message on one line) on stderr; returns the exit status, 2."""
+    message = " ".join(str(error).split())
+    print(f"error: {message}", file=sys.stderr)
+    return BAD_INPUT_STATUS
+
 
 def run_command(main: Callable[[], object], *bad_input: type[Exception]) -> None:
     """Run a command's ``main``; an error of the ``bad_input`` kinds (whose messages name the file, row and column)
@@ -13,6 +22,4 @@ def run_command(main: Callable[[], object], *bad_input: type[Exception]) -> None
     try:
         main()
     except bad_input as error:
-        message = " ".join(str(error).split())
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report_bad_input(error))
