@@ -18,7 +18,9 @@ a child process, whose peak memory is reported (targets: caching <= 15 min, epoc
 Short prompt quality (``--adapt-pairs N``, 0 to skip): two teachers LoRA-adapted on the same N STS-B train pairs,
 one epoch, one with each prompt; STS-B test Spearman of each.
 
-Every stage's result is kept in ``WORK/results/*.json``: a killed run resumes with the stages not yet measured.
+Every stage's result is kept in ``WORK/results/NAME.json`` with the settings it was measured with in
+``NAME.json.settings.json`` (``stages.build_once``): a killed run resumes with the stages not yet measured, and a
+rerun measures again, saying so in one line, every result whose settings (or whose inputs' settings) changed.
 
     python benchmarks/bench_throughput.py [--work outputs/bench_throughput] [--report docs/throughput.md]
         [--batches 32] [--adapter LORA] [--adapt-pairs 1200] [--warmup-queries 2000] [--threads 2] [--lock FILE]
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
 from common.hardware import cpu_capability, resolve_dtype  # noqa: E402
-from common.stages import write_whole  # noqa: E402
+from common.stages import build_once, is_built_with, write_whole  # noqa: E402
 from distil.head_warmup import cached_collator  # noqa: E402
 from preprocess.mining import MiningConfig, mine  # noqa: E402
 from preprocess.readers import read_examples, read_pairs  # noqa: E402
@@ -74,21 +77,27 @@ class StepTimer(TrainerCallback):
 LOCK: list[str] = []  # --lock FILE: held (flock) while a stage is measured
 
 
-def measured(work: Path, name: str, measure: Callable[[], dict]) -> dict:
-    """``measure()``'s result, kept in ``WORK/results/NAME.json`` (a finished stage is never measured again)."""
+def measured(work: Path, name: str, measure: Callable[[], dict], settings: dict[str, Any]) -> dict:
+    """``measure()``'s result, kept in ``WORK/results/NAME.json`` with the ``settings`` it was measured with: a
+    result of the same settings is never measured again, one of other settings is measured again (said in one
+    line)."""
     import fcntl
 
     path = work / "results" / f"{name}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    print(f"[{name}] measuring", flush=True)
-    with open(LOCK[0] if LOCK else os.devnull, "a") as lock:
-        if LOCK:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        result = measure()
-    write_whole(path, lambda partial: partial.write_text(json.dumps(result, indent=2)))
-    print(f"[{name}] {result}", flush=True)
-    return result
+    if path.exists() and not is_built_with(path, settings):
+        print(f"[{name}] measured with other settings: measuring again", flush=True)
+
+    def build(partial: Path) -> None:
+        print(f"[{name}] measuring", flush=True)
+        with open(LOCK[0] if LOCK else os.devnull, "a") as lock:
+            if LOCK:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            result = measure()
+        partial.write_text(json.dumps(result, indent=2))
+        print(f"[{name}] {result}", flush=True)
+
+    build_once(path, build, settings)
+    return json.loads(path.read_text())
 
 
 def mined_mix(work: Path) -> Path:
@@ -109,8 +118,11 @@ def mined_mix(work: Path) -> Path:
 
 
 def teacher_row(work: Path, name: str, rows, teacher: YesNoTeacher, inbatch: str) -> dict:
-    """Score ``rows`` in fixed batches of B; queries per minute of the scoring itself (model already loaded)."""
+    """Score ``rows`` in fixed batches of B; queries per minute of the scoring itself (model already loaded). An
+    older scoring of ``name`` (finished or not) is removed first: it would be reused, and its time not measured."""
     output = work / f"scored_{name}"
+    for stale in (output, output.with_name(f"{output.name}.work")):
+        shutil.rmtree(stale, ignore_errors=True)
     start = time.perf_counter()
     scored = score_dataset(rows, teacher, output, ScoringConfig(batch_size=B, drop_last=True, inbatch_scores=inbatch))
     seconds = time.perf_counter() - start
@@ -157,7 +169,9 @@ def student_steps(work: Path, scored: str, steps: int, bf16: bool) -> dict:
 
 
 def warmup_epoch(work: Path, scored: str, cache_dir: Path) -> dict:
-    """Caching time, then one warm-up epoch over every stored batch on the cached states; peak memory."""
+    """Caching time (of a fresh cache: an older ``cache_dir`` is removed), then one warm-up epoch over every stored
+    batch on the cached states; peak memory."""
+    shutil.rmtree(cache_dir, ignore_errors=True)
     model_args, _, args = train.parse_arguments([
         str(ROOT / "configs" / "main_job.yaml"), "--model_name_or_path", str(work / "smollm2"), "--train_dataset",
         scored, "--output_dir", str(cache_dir.parent / "warmup_out"), "--num_train_epochs", "1", "--use_cpu", "true",
@@ -277,36 +291,47 @@ def main() -> None:
         export_backbone(smollm2_gguf(), work / "smollm2")
     mined = load_from_disk(str(mined_mix(work)))
     sample = mined.select(range(B * (args.batches + 2)))
-    results: dict[str, Any] = {"machine": measured(work, "machine", lambda: {"cpu_capability": cpu_capability()})}
+    results: dict[str, Any] = {"machine": measured(work, "machine", lambda: {"cpu_capability": cpu_capability()}, {})}
     hardware = resolve_dtype("auto").dtype
+    settings: dict[str, dict[str, Any]] = {}  # each result's settings, part of the settings of the results using it
+
+    def result(name: str, measure: Callable[[], dict], **options: Any) -> dict:
+        settings[name] = {**options, "threads": args.threads}
+        return measured(work, name, measure, settings[name])
 
     def scoring(name: str, dtype: str, inbatch: str, preset: str | None = None, rows=sample) -> dict:
-        return measured(work, name, lambda: teacher_row(work, name, rows, load_teacher(work, args.adapter, dtype,
-                                                                                       preset), inbatch))
+        return result(name, lambda: teacher_row(work, name, rows, load_teacher(work, args.adapter, dtype, preset),
+                                                inbatch),
+                      rows=len(rows), adapter=args.adapter, dtype=dtype, inbatch=inbatch, preset=preset)
 
     results["teacher_a"] = scoring("teacher_a", "float32", "all")
     results["teacher_b"] = results["teacher_a"] if hardware == "float32" else scoring("teacher_b", hardware, "all")
     results["teacher_c"] = scoring("teacher_c", hardware, "none")
     results["teacher_d"] = scoring("teacher_d", hardware, "none", "short")
-    results["agreement"] = measured(work, "agreement", lambda: agreement(work, args.adapter, hardware,
-                                                                         args.agreement_pairs))
+    results["agreement"] = result("agreement", lambda: agreement(work, args.adapter, hardware, args.agreement_pairs),
+                                  adapter=args.adapter, dtype=hardware, pairs=args.agreement_pairs)
     scored = results["teacher_a"]["scored"]
-    results["student_e"] = measured(work, "student_e", lambda: student_steps(work, scored, args.student_steps, False))
-    results["student_f"] = measured(work, "student_f", lambda: student_steps(work, scored, args.student_steps, True))
-    results["warmup_g"] = measured(work, "warmup_g", lambda: warmup_epoch(work, scored, work / "cache_g"))
+    for name, bf16 in (("student_e", False), ("student_f", True)):
+        results[name] = result(name, lambda bf16=bf16: student_steps(work, scored, args.student_steps, bf16),
+                               scored=settings["teacher_a"], steps=args.student_steps, bf16=bf16)
+    results["warmup_g"] = result("warmup_g", lambda: warmup_epoch(work, scored, work / "cache_g"),
+                                 scored=settings["teacher_a"])
     scale = mined.select(range(min(len(mined), B * (args.warmup_queries // B + 8))))
     big = scoring("scale_scoring", hardware, "none", "short", rows=scale)
-    results["warmup_scale"] = measured(work, "warmup_scale", lambda: json.loads(subprocess.run(
+    results["warmup_scale"] = result("warmup_scale", lambda: json.loads(subprocess.run(
         [sys.executable, __file__, "--work", str(work), "--threads", str(args.threads), "--warmup-child",
-         big["scored"]], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
+         big["scored"]], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]),
+        scored=settings["scale_scoring"])
     if args.adapt_pairs:
         for preset in ("spec", "short"):
-            results[f"quality_{preset}"] = measured(
-                work, f"quality_{preset}",
-                lambda preset=preset: adapted_quality(work, preset, args.adapt_pairs, args.adapt_lr))
+            results[f"quality_{preset}"] = result(
+                f"quality_{preset}", lambda preset=preset: adapted_quality(work, preset, args.adapt_pairs,
+                                                                           args.adapt_lr),
+                preset=preset, pairs=args.adapt_pairs, lr=args.adapt_lr)
         adapted = results["quality_spec"]["adapter"]
-        results["agreement_adapted"] = measured(work, "agreement_adapted", lambda: agreement(
-            work, adapted, hardware, args.agreement_pairs))
+        results["agreement_adapted"] = result("agreement_adapted", lambda: agreement(
+            work, adapted, hardware, args.agreement_pairs), adapter=settings["quality_spec"], dtype=hardware,
+            pairs=args.agreement_pairs)
     table = report(results, args)
     print(table)
     if args.report:

@@ -20,14 +20,16 @@ logger = logging.getLogger(__name__)
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+CPUINFO = Path("/proc/cpuinfo")
 
 
 def cpu_flags() -> set[str]:
-    """The CPU feature flags of ``/proc/cpuinfo`` (empty where the file does not exist)."""
-    info = Path("/proc/cpuinfo")
-    if not info.exists():
+    """The CPU feature flags of ``CPUINFO`` (empty where the file is missing or cannot be read)."""
+    try:
+        text = CPUINFO.read_text(errors="replace")
+    except OSError:
         return set()
-    for line in info.read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()

@@ -290,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                           dense_max_tokens=args.dense_max_tokens, use_faiss=args.faiss, batch_size=args.batch_size,
                           device=args.device)
     started = time.perf_counter()
-    mined, report = mine(examples, corpus, config)
+    try:
+        mined, report = mine(examples, corpus, config)
+    except DataError as error:
+        raise DataError(f"{args.input}: {error}") from None  # the message names the folder as well as the row
     write_whole(Path(args.output), lambda folder: mined.save_to_disk(str(folder)))  # whole or not at all
     logger.info("%s\ntotal %.1fs -> %s", report.summary(), time.perf_counter() - started, args.output)
 

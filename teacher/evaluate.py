@@ -144,10 +144,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_dev_arguments(parser)
     add_teacher_cost_arguments(parser)
     args = parser.parse_args(argv)
+    dev = load_dev(args)  # read (and refused) before the model loads
     teacher = YesNoTeacher.from_pretrained(args.teacher, adapter=args.adapter, max_query_tokens=args.max_query_tokens,
                                            max_passage_tokens=args.max_passage_tokens, dtype=args.dtype,
                                            prompt_preset=args.prompt_preset)
-    metrics = evaluate_teacher(teacher, *load_dev(args), batch_size=args.batch_size)
+    metrics = evaluate_teacher(teacher, *dev, batch_size=args.batch_size)
     print(json.dumps({**metrics, "compute": teacher.compute.to_dict()}, indent=2))
 
 

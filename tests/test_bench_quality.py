@@ -47,8 +47,16 @@ def test_slice_keeps_every_judged_document_and_fills_up_to_the_size():
     assert set(small.corpus) == {doc for docs in small.qrels.values() for doc in docs}  # judged ones never dropped
 
 
-def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path):
+@pytest.mark.parametrize("fast_bf16", [False, True])
+def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path, monkeypatch, fast_bf16):
+    """End-to-end rows train in bf16 exactly where the (here pinned) hardware is fast at it, on the CPU."""
+    import torch
+
+    import hardware
     from train import parse_arguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "fast_bf16", lambda device="cpu": fast_bf16)
 
     args = bench.parse_args(["--heads-epochs", "3", "--epochs", "2", "--max-tokens", "64"])
     parsed = {}
@@ -67,8 +75,10 @@ def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path):
         assert training.head_warmup_cache_dir == str(tmp_path / "cache")
     assert parsed["e2e_warmup"][1].head_warmup_epochs == 3
     assert parsed["e2e_spec"][1].head_warmup_epochs == 0 and parsed["bi_encoder"][1].head_warmup_epochs == 0
-    assert all(parsed[name][1].num_train_epochs == 2 and parsed[name][1].bf16 == ("--bf16" in bench.bf16_options())
+    assert all(parsed[name][1].num_train_epochs == 2 and parsed[name][1].bf16 is fast_bf16
+               and parsed[name][1].use_cpu is fast_bf16
                for name in ("e2e_warmup", "e2e_spec", "bi_encoder", "bi_cosent"))
+    assert not any(parsed[name][1].bf16 for name in parsed if name.startswith("heads_"))
     spec, kd, pairwise, gold = (parsed[name][1].loss_weights for name in
                                 ("heads_spec", "heads_kd", "heads_no_pairwise", "heads_gold"))
     assert spec.kd_weight == 0 and spec.gamma > 0 and spec.hard_weighting == "spec"
@@ -139,7 +149,9 @@ def test_report_only_writes_the_table_agreement_curve_and_scifact_without_touchi
     student = next(entry for entry in written["table"] if entry["row"] == "heads_spec")
     assert student["agreement"] == pytest.approx(0.8)  # ranks 1 3 2 4 against 1 2 3 4
     assert student["verdicts"]["sts"]["gap_closed"] == pytest.approx(0.5)
-    assert student["verdicts"]["nli"]["meets_points"] and not student["verdicts"]["nli"]["meets_gap"] is False
+    nli = student["verdicts"]["nli"]  # 0.58 against bi-encoder 0.5 and teacher 0.6: 8 points, 0.8 of the gap
+    assert nli["points"] == pytest.approx(8.0) and nli["gap_closed"] == pytest.approx(0.8)
+    assert nli["meets_points"] is True and nli["meets_gap"] is True
     assert next(entry for entry in written["table"] if entry["row"] == "heads_kd")["sts"] == 0.65
     assert written["curve"]["heads_spec"] == [[8, {"sts": 0.5, "nli": 0.45}], [16, {"sts": 0.7, "nli": 0.58}]]
     text = report.with_suffix(".md").read_text()

@@ -78,6 +78,25 @@ def test_a_cache_of_another_backbone_token_limit_or_dataset_is_refused(tmp_path)
         build_cache(model, texts, tmp_path / "cache", resolve_dtype("bfloat16"))
 
 
+def test_a_trained_lora_changes_the_backbone_fingerprint_and_the_cache_built_before_is_refused(tmp_path):
+    model = tiny_student()
+    texts = collator_texts(scored_dataset(num_batches=2, tasks=TASKS), D2LLMDataCollator(model.tokenizer, TASKS))
+    build_cache(model, texts, tmp_path / "cache", FLOAT32)
+    before = token_state_cache.backbone_digest(model)
+    lora = [param for name, param in model.backbone.named_parameters() if "lora_" in name]
+    optimizer = torch.optim.SGD(lora, lr=0.5)
+    batch = model.tokenizer(texts[:4], padding=True, return_tensors="pt")
+    for _ in range(2):  # the first step moves only the B matrices (A's gradient is zero while B is)
+        optimizer.zero_grad()
+        states = model.backbone_states(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        states.pow(2).mean().backward()
+        optimizer.step()
+    assert any(param.any() for name, param in model.backbone.named_parameters() if "lora_B" in name)
+    assert token_state_cache.backbone_digest(model) != before
+    with pytest.raises(CacheMismatchError, match="fingerprint differs"):
+        build_cache(model, texts, tmp_path / "cache", FLOAT32)
+
+
 def test_a_killed_cache_build_resumes_from_its_finished_pieces(tmp_path, monkeypatch):
     model = _frozen_student()
     texts = collator_texts(scored_dataset(num_batches=3, tasks=TASKS), D2LLMDataCollator(model.tokenizer, TASKS))

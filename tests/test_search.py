@@ -15,6 +15,7 @@ from search import META_FILE, SearchError, SearchIndex, main
 
 DOCS = {doc: f"{title} {text}".strip() for doc, (title, text) in CORPUS.items()}
 QUERIES = ["what is the capital of france", "where did the cat sit", "what is a banana"]
+EXACT = "fp32"  # exact search in one precision, whatever a timed matmul would pick here (search_scoring)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +48,11 @@ def assert_same_hits(actual, expected):
 
 
 def test_exact_search_equals_brute_force_iem_scores(model, index):
-    assert_same_hits(index.search(model, QUERIES, top_k=4), brute_force(model, QUERIES, DOCS, 4))
+    assert_same_hits(index.search(model, QUERIES, top_k=4, precision=EXACT), brute_force(model, QUERIES, DOCS, 4))
 
 
 def test_top_k_larger_than_the_corpus_returns_every_document(model, index):
-    assert [len(row) for row in index.search(model, QUERIES, top_k=50)] == [len(DOCS)] * len(QUERIES)
+    assert [len(row) for row in index.search(model, QUERIES, top_k=50, precision=EXACT)] == [len(DOCS)] * len(QUERIES)
 
 
 def test_adding_documents_encodes_only_the_new_ones(model, monkeypatch):
@@ -73,7 +74,7 @@ def test_adding_documents_encodes_only_the_new_ones(model, monkeypatch):
     whole = SearchIndex.build(model, DOCS)
     assert index.ids == whole.ids
     torch.testing.assert_close(index.projections, whole.projections, atol=1e-5, rtol=1e-5)
-    assert_same_hits(index.search(model, QUERIES, 3), whole.search(model, QUERIES, 3))
+    assert_same_hits(index.search(model, QUERIES, 3, precision=EXACT), whole.search(model, QUERIES, 3, precision=EXACT))
 
 
 def test_adding_a_known_id_is_refused(model, index):
@@ -89,7 +90,7 @@ def test_save_and_load_round_trip_in_safetensors_and_json(model, index, tmp_path
     loaded = SearchIndex.load(str(tmp_path / "idx"))
     assert loaded.ids == index.ids and loaded.task == index.task
     assert torch.equal(loaded.embeddings, index.embeddings) and torch.equal(loaded.projections, index.projections)
-    assert loaded.search(model, QUERIES, 3) == index.search(model, QUERIES, 3)
+    assert loaded.search(model, QUERIES, 3, precision=EXACT) == index.search(model, QUERIES, 3, precision=EXACT)
 
 
 def test_an_index_refuses_a_different_model(index):
@@ -98,7 +99,7 @@ def test_an_index_refuses_a_different_model(index):
 
 
 def test_two_stage_with_every_document_as_candidate_is_exact(model, index):
-    exact = index.search(model, QUERIES, top_k=3)
+    exact = index.search(model, QUERIES, top_k=3, precision=EXACT)
     assert_same_hits(index.search(model, QUERIES, top_k=3, two_stage=True, candidates=len(DOCS)), exact)
     assert index.two_stage_recall(model, QUERIES, top_k=3, candidates=len(DOCS)) == 1.0
 
@@ -106,7 +107,7 @@ def test_two_stage_with_every_document_as_candidate_is_exact(model, index):
 def test_two_stage_recall_counts_exact_hits_kept_by_the_shortlist(model, index):
     recall = index.two_stage_recall(model, QUERIES, top_k=3, candidates=3)
     approximate = index.search(model, QUERIES, top_k=3, two_stage=True, candidates=3)
-    exact = index.search(model, QUERIES, top_k=3)
+    exact = index.search(model, QUERIES, top_k=3, precision=EXACT)
     kept = [len({d for d, _ in a} & {d for d, _ in e}) / 3 for a, e in zip(approximate, exact)]
     assert recall == pytest.approx(sum(kept) / len(kept))
     with pytest.raises(SearchError, match="at least top_k"):
@@ -122,14 +123,21 @@ def test_cli_build_add_query(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["documents"] == 6
     assert main(["add", "--model", str(checkpoint), "--corpus", str(more), "--index", idx]) == 0
     assert json.loads(capsys.readouterr().out) == {"index": idx, "added": 1, "documents": 7}
-    assert main(["query", "--model", str(checkpoint), "--index", idx, "--query", "a fish in the sea",
-                 "--queries", str(folder / "queries.jsonl"), "--top-k", "2", "--two-stage", "--candidates", "4",
-                 "--corpus", str(more)]) == 0
+    query = ["query", "--model", str(checkpoint), "--index", idx, "--query", "a fish in the sea",
+             "--queries", str(folder / "queries.jsonl"), "--corpus", str(more)]
+    assert main([*query, "--top-k", "7", "--precision", EXACT]) == 0
+    exact = json.loads(capsys.readouterr().out)["results"]
+    assert len(exact) == 5 and all(len(r["hits"]) == 7 for r in exact)
+    for result in exact:  # every document ranked once; only d7, from --corpus, carries its text
+        assert sorted(hit["id"] for hit in result["hits"]) == sorted([*CORPUS, "d7"])
+        assert [hit["text"] for hit in result["hits"] if "text" in hit] == ["a fish swam in the sea"]
+        assert next(hit for hit in result["hits"] if hit["id"] == "d7")["text"] == "a fish swam in the sea"
+    assert main([*query, "--top-k", "2", "--two-stage", "--candidates", "4"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["results"]) == 5 and all(len(r["hits"]) == 2 for r in report["results"])
-    assert 0 <= report["two_stage_recall_at_2"] <= 1
-    texts = [hit["text"] for r in report["results"] for hit in r["hits"] if hit["id"] == "d7"]
-    assert all(text == "a fish swam in the sea" for text in texts)
+    kept = [len({h["id"] for h in r["hits"]} & {h["id"] for h in e["hits"][:2]}) / 2
+            for r, e in zip(report["results"], exact)]
+    assert report["two_stage_recall_at_2"] == pytest.approx(sum(kept) / len(kept))
 
 
 def test_cli_refuses_a_non_d2llm_checkpoint_and_a_missing_index(tmp_path, capsys):
@@ -150,6 +158,6 @@ def test_index_from_precomputed_embeddings_searches_exactly(model):
         best = torch.topk(model.similarity(queries, None, passage_projections=stored), 5, dim=1)
     expected = [[(f"p{i}", s) for i, s in zip(row_i, row_s)]
                 for row_i, row_s in zip(best.indices.tolist(), best.values.tolist())]
-    assert_same_hits(index.search(model, queries, top_k=5), expected)
+    assert_same_hits(index.search(model, queries, top_k=5, precision=EXACT), expected)
     with pytest.raises(SearchError, match="ids but"):
         index.add_embeddings(model, ["x"], passages[:2])

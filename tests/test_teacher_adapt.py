@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -143,8 +144,16 @@ def test_pairs_with_score_and_label_are_read_by_the_chosen_layout(tmp_path):
 
 def test_reranking_evaluation_ranks_each_querys_positives_among_its_negatives():
     teacher = tiny_teacher()
-    metrics = evaluate_reranking(teacher, tiny_mined(3, k=3))
-    assert metrics["queries"] == 3 and metrics["pairs"] == 12 and 0 < metrics["ndcg@10"] <= 1
+    mined = tiny_mined(3, k=3)
+    metrics = evaluate_reranking(teacher, mined)
+    assert metrics["queries"] == 3 and metrics["pairs"] == 12
+    gains = []  # one relevant passage per query: NDCG@10 = 1 / log2(1 + its rank by p(yes))
+    for row in mined:
+        with torch.no_grad():
+            scores = teacher.probability([row["query"]] * 4, [row["positive"], *row["negatives"]], "symmetric")
+        rank = 1 + sum(float(score) > float(scores[0]) for score in scores[1:])
+        gains.append(1 / math.log2(1 + rank))
+    assert metrics["ndcg@10"] == pytest.approx(sum(gains) / len(gains), abs=1e-6)
 
 
 def test_metrics_on_known_rankings():

@@ -30,8 +30,8 @@ def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches_at_its_
     adapter = tmp_path / "adapter"
     adapt.main(["--teacher", str(model_dir), "--output", str(adapter), "--train-pairs", str(pairs),
                         "--train-mined", str(mined), "--mined-objective", "pointwise", "--batch-size", "4",
-                        "--lora-r", "4",
-                        "--max-query-tokens", "6", "--max-passage-tokens", "5", "--dev-pairs", str(pairs)])
+                        "--lora-r", "4", "--max-query-tokens", "6", "--max-passage-tokens", "5", "--dev-pairs",
+                        str(pairs), "--dtype", "float32"])
     report = json.loads((adapter / adapt.REPORT_FILE).read_text())
     assert report["train_size"] == 4 + 2 * 6 and len(report["losses"]) == 4
     assert set(report["dev_before"]["pairs"]) == {"spearman", "pairs"}
@@ -46,12 +46,14 @@ def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches_at_its_
     teacher_command.main(["--model", str(model_dir), "--adapter", str(adapter), "--pairs", str(pairs), "--limit", "2"])
     assert capsys.readouterr().out.count("p(yes)=") == 2
 
-    teacher = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter))
+    # on the CPU in float32 (on a GPU the default is bfloat16), as the batches were scored with --dtype float32
+    teacher = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter), device="cpu", dtype="float32")
     assert teacher.settings() == {"max_query_tokens": 6, "max_passage_tokens": 5}
-    assert YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter), max_query_tokens=9).settings() == {
+    assert YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter), max_query_tokens=9,
+                                       device="cpu").settings() == {
         "max_query_tokens": 9, "max_passage_tokens": 5}
-    assert YesNoTeacher.from_pretrained(str(model_dir)).settings() == {"max_query_tokens": 128,
-                                                                        "max_passage_tokens": 384}
+    assert YesNoTeacher.from_pretrained(str(model_dir), device="cpu").settings() == {"max_query_tokens": 128,
+                                                                                     "max_passage_tokens": 384}
     row = scored[0]
     expected = teacher.score(row["queries"], row["positives"], row["task"])
     assert torch.allclose(torch.tensor(row["teacher_hard_logits"])[:, 0], expected, atol=1e-4)

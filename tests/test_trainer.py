@@ -53,6 +53,24 @@ def test_collator_encodes_queries_positives_then_negatives_row_by_row_with_instr
     assert batch["task_id"].item() == TASKS.index(row["task"])
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_collator_pads_every_text_on_the_tokenizers_side_and_masks_exactly_the_padding(side):
+    row = scored_rows(num_batches=1, batch_size=3, num_negatives=2)[0]
+    tokenizer = tiny_tokenizer(padding_side=side)
+    collator = D2LLMDataCollator(tokenizer, TASKS, query_instructions={row["task"]: "query about the "})
+    batch = collator([row])
+    unpadded = [tokenizer(text)["input_ids"] for text in collator.texts(row)]
+    width = max(len(ids) for ids in unpadded)
+    assert len({len(ids) for ids in unpadded}) > 1  # some texts are padded
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (3 * (2 + 2), width)
+    for ids, mask, expected in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), unpadded):
+        padding = width - len(expected)
+        if side == "left":
+            assert ids == [tokenizer.pad_token_id] * padding + expected and mask == [0] * padding + [1] * len(expected)
+        else:
+            assert ids == expected + [tokenizer.pad_token_id] * padding and mask == [1] * len(expected) + [0] * padding
+
+
 def test_collator_takes_exactly_one_stored_batch():
     rows = scored_rows(num_batches=2)
     with pytest.raises(ValueError, match="per_device_train_batch_size=1"):
