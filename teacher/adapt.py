@@ -352,17 +352,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     output = Path(args.output)
     settings = run_settings(args)
     expected = json.loads(json.dumps({**settings, "config": asdict(config)}))
-    if (output / REPORT_FILE).is_file():
-        if json.loads((output / REPORT_FILE).read_text(encoding="utf-8")).get("settings") == expected:
-            logger.info("%s is adapted with these settings already: skipped", output)
-            return
-        logger.info("%s was adapted with other settings: adapting again", output)
+    done = output / REPORT_FILE
+    if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("settings") == expected:
+        logger.info("%s is adapted with these settings already: skipped", output)
+        return
     torch.manual_seed(args.seed)
     train = build_training_rows(
         load_training_pairs(args.train_pairs, args.train_task, args.limit, args.seed, args.train_layout,
                             args.positive_labels),
         load_mined(args.train_mined, args.limit, args.seed), config)
     dev_pairs, dev_mined = load_dev(args)
+    if done.is_file():
+        logger.info("%s was adapted with other settings: adapting again", output)
     teacher = YesNoTeacher.from_pretrained(args.teacher, max_query_tokens=args.max_query_tokens,
                                            max_passage_tokens=args.max_passage_tokens, dtype=args.dtype,
                                            prompt_preset=args.prompt_preset or "spec")
