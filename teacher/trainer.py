@@ -9,6 +9,7 @@ can be kept by a dev metric (``metric_for_best_model``).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from teacher.model import YesNoTeacher
 from teacher.objectives import adaptation_loss
 
 PROMPT_KEYS = ("input_ids", "attention_mask", "position_ids")
+TRAINING_ARGS_FILE = "training_args.json"
 
 
 def flat_metrics(metrics: dict[str, dict[str, float]], prefix: str = "eval") -> dict[str, float]:
@@ -53,6 +55,16 @@ class TeacherTrainer(Trainer):
         loss = adaptation_loss(logits, inputs["targets"], inputs["weights"], inputs["pair_index"],
                                inputs["group_index"], self.pair_loss, self.cosent_scale)
         return (loss, logits) if return_outputs else loss
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The adapter (full fine-tuning: the model) as safetensors and the arguments as JSON, not pickled."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+        with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as handle:
+            handle.write(self.args.to_json_string())
 
     def evaluate(self, eval_dataset: Dataset | None = None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -94,7 +94,8 @@ def test_a_killed_adaptation_resumes_from_its_last_checkpoint_with_the_same_loss
         patch.setattr(TeacherTrainer, "compute_loss", killed_at_step_5)
         with pytest.raises(KeyboardInterrupt):
             adapt(fresh(config), rows, config, checkpoint_dir=tmp_path / "ckpt")
-    assert (tmp_path / "ckpt" / "checkpoint-4").is_dir()
+    assert (tmp_path / "ckpt" / "checkpoint-4" / "adapter_model.safetensors").is_file()
+    assert not list((tmp_path / "ckpt").rglob("*.bin"))  # the arguments as JSON, not pickled
     resumed = adapt(fresh(config), rows, config, checkpoint_dir=tmp_path / "ckpt").losses
     assert resumed == pytest.approx(whole, rel=1e-4)
 
