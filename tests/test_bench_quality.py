@@ -52,7 +52,7 @@ def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path, monk
     """End-to-end rows train in bf16 exactly where the (here pinned) hardware is fast at it, on the CPU."""
     import torch
 
-    import hardware
+    from common import hardware
     from train import parse_arguments
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
