@@ -16,6 +16,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from common.hardware import DTYPE_CHOICES, fast_bf16
+from common.safe_checkpoints import SafeCheckpointMixin
 from common.schema import SCORED_BATCH_COLUMNS
 from data_collator import (D2LLMDataCollator, FixedBatchSampler, ScoredBatchError, inbatch_scores_present,
                            is_pair_batches, validate_pair_batches, validate_scored_dataset)
@@ -155,11 +156,11 @@ class D2LLMTrainingArguments(TrainingArguments):
                            kd_student_temperature=self.kd_student_temperature, hard_weighting=self.hard_weighting)
 
 
-class ScoredBatchTrainer(Trainer):
+class ScoredBatchTrainer(SafeCheckpointMixin, Trainer):
     """What every trainer on teacher-scored fixed batches shares: one stored batch per device step
     (``FixedBatchSampler``, the scored-batch columns kept), the mean of every logged loss term next to the Trainer's
     ``loss`` (``_record``), and LoRA checkpoints that resume from ``TRAINABLE_STATE_FILE`` (the model exposes
-    ``has_lora``)."""
+    ``has_lora``), with optimizer, scheduler and random states stored without pickle (``SafeCheckpointMixin``)."""
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
+from common.safe_checkpoints import SafeCheckpointMixin
 from teacher.adapt_data import TeacherCollator
 from teacher.evaluate import evaluate_teacher
 from teacher.model import YesNoTeacher
@@ -33,9 +34,10 @@ def flat_metrics(metrics: dict[str, dict[str, float]], prefix: str = "eval") -> 
             for name, value in values.items() if name not in ("pairs", "queries")}
 
 
-class TeacherTrainer(Trainer):
+class TeacherTrainer(SafeCheckpointMixin, Trainer):
     """``Trainer`` over ``TRAIN_FEATURES`` rows; ``pair_loss`` / ``cosent_scale`` as in ``adaptation_loss``;
-    ``bf16``: bfloat16 autocast for the forward pass (the weights stay float32)."""
+    ``bf16``: bfloat16 autocast for the forward pass (the weights stay float32). Checkpoints hold no pickle
+    (``SafeCheckpointMixin``)."""
 
     def __init__(self, teacher: YesNoTeacher, *, dev_pairs: Dataset | None = None, dev_mined: Dataset | None = None,
                  pair_loss: str = "bce", cosent_scale: float = 1.0, bf16: bool = False, **kwargs: Any) -> None:

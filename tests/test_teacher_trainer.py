@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 from teacher_tiny import tiny_mined, tiny_teacher
 from test_teacher_adapt import pet_pairs
-from tiny import tiny_llama, tiny_tokenizer
+from tiny import PICKLES, tiny_llama, tiny_tokenizer
 from transformers import LlamaForCausalLM
 
 from preprocess.readers import DataError
@@ -95,7 +95,9 @@ def test_a_killed_adaptation_resumes_from_its_last_checkpoint_with_the_same_loss
         with pytest.raises(KeyboardInterrupt):
             adapt(fresh(config), rows, config, checkpoint_dir=tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "checkpoint-4" / "adapter_model.safetensors").is_file()
-    assert not list((tmp_path / "ckpt").rglob("*.bin"))  # the arguments as JSON, not pickled
+    assert not [path for pattern in PICKLES for path in (tmp_path / "ckpt").rglob(pattern)]  # no pickle
+    stored = {path.name for path in (tmp_path / "ckpt" / "checkpoint-4").iterdir()}
+    assert {"optimizer.safetensors", "scheduler.json", "rng_state.safetensors"} <= stored
     resumed = adapt(fresh(config), rows, config, checkpoint_dir=tmp_path / "ckpt").losses
     assert resumed == pytest.approx(whole, rel=1e-4)
 

@@ -16,6 +16,7 @@ import train
 from data_collator import ScoredBatchError
 from modeling_d2llm import D2LLMModel
 from scored_fixture import scored_dataset, scored_rows, to_dataset
+from tiny import PICKLES
 from distil.losses import LOSS_COMPONENTS
 from trainer_d2llm import TRAINABLE_STATE_FILE
 
@@ -61,7 +62,7 @@ def test_train_py_saves_a_merged_model_for_automodel_plus_adapter_and_model_card
     trainer = train.main([config, "--save_adapter", "true", "--eval_dataset", scored])
     output = tmp_path / "out"
     assert (output / "checkpoint-1" / TRAINABLE_STATE_FILE).is_file()
-    assert not list(output.rglob("*.bin")) and not list(output.rglob("*.pkl"))  # no pickles from training
+    assert not [path for pattern in PICKLES for path in output.rglob(pattern)]  # no pickles from training
     logged = [entry for entry in trainer.state.log_history if "total" in entry]
     assert len(logged) == 2 and all(set(LOSS_COMPONENTS) <= set(entry) for entry in logged)
 

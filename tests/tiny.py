@@ -16,6 +16,7 @@ WORDS = sorted(set(
 CONTROL_TOKENS = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
 VOCAB_SIZE = len(CONTROL_TOKENS) + len(WORDS)
 HIDDEN = 32
+PICKLES = ("*.pt", "*.pth", "*.bin", "*.pkl", "*.pickle")  # what a checkpoint must not hold
 
 
 def tiny_tokenizer(padding_side: str = "right") -> PreTrainedTokenizerFast:
