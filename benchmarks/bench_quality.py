@@ -98,6 +98,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--scifact-train", type=int, default=809, help="SciFact train queries for the teacher (all 809)")
     group.add_argument("--scifact-queries", type=int, default=100, help="SciFact test queries")
     group.add_argument("--scifact-docs", type=int, default=1000, help="corpus slice (judged documents included)")
+    group.add_argument("--teacher-passage-tokens", type=int, default=None,
+                       help="teacher evaluation: cut passages to this many tokens (default: the adapter's)")
     group.add_argument("--rerank-depth", type=int, default=20, help="teacher: BM25 documents reranked per query")
     args = parser.parse_args(argv)
     args.data = str((REPO / args.data).resolve())
@@ -264,7 +266,8 @@ def load_row_scorer(kind: str, path: str, adapter: str | None, args: argparse.Na
     from evaluation.models import load_scorer
 
     if kind == "teacher":
-        return load_scorer(path, "teacher", teacher_adapter=adapter, rerank_depth=args.rerank_depth, batch_size=32)
+        return load_scorer(path, "teacher", teacher_adapter=adapter, rerank_depth=args.rerank_depth, batch_size=32,
+                           max_passage_tokens=args.teacher_passage_tokens)
     if kind == "bm25":
         from evaluation.scorers import BM25FirstStage
 

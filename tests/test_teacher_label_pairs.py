@@ -1,0 +1,77 @@
+"""teacher.label_pairs: pair batches whose targets blend gold labels with the teacher's p(yes) (method.md (10))."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import load_from_disk
+from tiny import tiny_llama, tiny_tokenizer
+from transformers import LlamaForCausalLM
+
+from preprocess import pair_batches
+from preprocess.readers import DataError
+from teacher import label_pairs
+from teacher.label_pairs import blended_targets
+from teacher.model import YesNoTeacher
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ("cat", "dog", "bird", "fish", "tea", "milk")
+
+
+def _pairs_file(tmp_path: Path) -> Path:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"sentence1": f"the {a} sat {chr(97 + index)}", "sentence2": f"a {b} ran",
+                                         "score": float(index % 6)}) + "\n"
+                             for index, (a, b) in enumerate(zip(WORDS * 2, WORDS[::-1] * 2))))  # 12 distinct pairs
+    return pairs
+
+
+def test_blended_targets_equal_the_weighted_sum_pair_by_pair():
+    gold, teacher = torch.tensor([0.0, 0.4, 1.0]), torch.tensor([0.9, 0.5, 0.2])
+    for weight in (0.0, 0.3, 1.0):
+        expected = [weight * g + (1 - weight) * t for g, t in zip(gold.tolist(), teacher.tolist())]
+        assert blended_targets(gold, teacher, weight).tolist() == pytest.approx(expected)
+    with pytest.raises(DataError, match="--gold-weight 1.5"):
+        blended_targets(gold, teacher, 1.5)
+
+
+def test_the_command_writes_batches_whose_targets_blend_gold_with_the_teachers_own_pair_scores(tmp_path):
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny-llm"
+    LlamaForCausalLM(tiny_llama(max_position_embeddings=256)).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    pairs, output = _pairs_file(tmp_path), tmp_path / "labelled"
+    label_pairs.main([str(pairs), "--output", str(output), "--teacher", str(model_dir), "--gold-weight", "0.25",
+                      "--batch-size", "4", "--dtype", "float32"])
+    batches = load_from_disk(str(output))
+    assert len(batches) == 3 and all(len(row["targets"]) == 4 for row in batches)
+    teacher = YesNoTeacher.from_pretrained(str(model_dir), device="cpu", dtype="float32")
+    gold = {(json.loads(line)["sentence1"], json.loads(line)["sentence2"]): json.loads(line)["score"] / 5
+            for line in pairs.read_text().splitlines()}
+    for row in batches:
+        for query, passage, target in zip(row["queries"], row["positives"], row["targets"]):
+            alone = teacher.probability([query], [passage], "symmetric", batch_size=1).item()  # no padding
+            assert target == pytest.approx(0.25 * gold[(query, passage)] + 0.75 * alone, abs=1e-4)
+    assert len({target for row in batches for target in row["targets"]}) > 6  # the teacher moved the tied golds
+
+
+def test_gold_weight_one_gives_the_gold_pair_batches_without_running_the_teacher(tmp_path):
+    pairs = _pairs_file(tmp_path)
+    label_pairs.main([str(pairs), "--output", str(tmp_path / "gold"), "--teacher", str(tmp_path / "absent"),
+                      "--gold-weight", "1", "--batch-size", "4"])
+    pair_batches.main([str(pairs), "--output", str(tmp_path / "plain"), "--batch-size", "4"])
+    assert load_from_disk(str(tmp_path / "gold")).to_list() == load_from_disk(str(tmp_path / "plain")).to_list()
+
+
+def test_a_bad_gold_weight_ends_with_one_line_and_status_2_before_anything_is_written(tmp_path):
+    pairs = _pairs_file(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "teacher.label_pairs", str(pairs), "--output",
+                             str(tmp_path / "out"), "--teacher", str(tmp_path / "absent"), "--gold-weight", "-0.5"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "--gold-weight -0.5" in result.stderr and not (tmp_path / "out").exists()
