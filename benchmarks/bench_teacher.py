@@ -14,6 +14,12 @@ process so its memory is given back):
 * the learning curve: every ``checkpoint-N`` folder under ``--curve`` on ``--curve-tasks``, next to the dev
   metric the Trainer logged at that step (each checkpoint's ``trainer_state.json``).
 
+* with ``--gold-weights``: students that combine gold labels with the first teacher's scores (docs/method.md (10)).
+  All graded STS-B train pairs are labelled by ``teacher.label_pairs`` at each lambda (1: the gold labels alone,
+  the teacher not run), and a D2LLM student's PMA + IEM train on each for ``--heads-epochs`` on cached token states
+  (``train.py`` with ``configs/main_job.yaml``, as ``bench_quality.py``'s heads rows); each is evaluated on STS-B and
+  NLI. The lambda = 1 row is the gold-label baseline the teacher must beat.
+
 Targets (issue 27): STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone. The cost
 of each adapter comes from its ``adaptation_report.json``. Writes ``REPORT.md``, ``REPORT.json`` and
 ``REPORT.png`` (the curve).
@@ -31,8 +37,8 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quality import evaluate_tasks, isolated, write_snli_halves  # noqa: E402
-from benchmarks.quality_report import TASKS, evaluation_file, write_json  # noqa: E402
+from benchmarks.bench_quality import PYTHON, evaluate_tasks, isolated, sh, train_command, write_snli_halves  # noqa: E402
+from benchmarks.quality_report import TASKS, Row, evaluation_file, write_json  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
 from common.stages import build_once, write_whole  # noqa: E402
 
@@ -60,6 +66,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--rerank-depth", type=int, default=20)
     add("--teacher-passage-tokens", type=int, default=256,
         help="teachers: cut passages to this many tokens (SciFact abstracts are long; STS/NLI sentences are short)")
+    add("--gold-weights", type=float, nargs="*", default=[], metavar="LAMBDA",
+        help="students on STS-B train labelled at each lambda by the first --teacher (1: gold alone)")
+    add("--heads-epochs", type=float, default=4.0, help="students: epochs of PMA + IEM on cached token states")
+    add("--max-tokens", type=int, default=128, help="students: tokens per text")
     return parser.parse_args(argv)
 
 
@@ -166,9 +176,32 @@ def plot(results: dict[str, Any], png: Path) -> None:
     plt.close(figure)
 
 
+def student_rows(work: Path, backbone: str, adapter: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """One heads-only D2LLM student per ``--gold-weights`` lambda, on STS-B train labelled by ``adapter``."""
+    stsb = str(Path(args.data) / "en" / "stsb" / "train.jsonl")
+    rows = {}
+    for weight in args.gold_weights:
+        name = f"student_gold{weight:g}"
+        pairs = work / f"pairs_gold{weight:g}"
+        build_once(pairs, lambda out, weight=weight: sh([
+            PYTHON, "-m", "teacher.label_pairs", stsb, "--output", str(out), "--teacher", backbone, "--adapter",
+            str(adapter), "--gold-weight", str(weight), "--seed", str(args.seed), "--dtype", "float32"]),
+            {"adapter": str(adapter), "seed": args.seed})
+        model = work / name
+        build_once(model, lambda out, pairs=pairs: sh(train_command(
+            Row(name, "heads", student=True), backbone, pairs, work / "token_states", out,
+            argparse.Namespace(max_tokens=args.max_tokens, seed=args.seed, heads_epochs=args.heads_epochs,
+                               epochs=0))), {"pairs": str(pairs), "heads_epochs": args.heads_epochs})
+        rows[f"student, gold weight {weight:g}"] = {"metrics": evaluate(work, name, "d2llm", str(model), None,
+                                                                        ("sts", "nli"), args)}
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     teachers, checkpoints = teacher_rows(args.teacher), curve_checkpoints(args.curve)
+    if args.gold_weights and not teachers:
+        raise ReportError("--gold-weights: the students need a --teacher to label their pairs")
     work, report = (REPO / args.work).resolve(), (REPO / args.report).resolve()
     args.data = str((REPO / args.data).resolve())
     snli = work / "snli"
@@ -182,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, adapter in teachers.items():
         rows[name] = {"metrics": evaluate(work, f"teacher_{name}", "teacher", args.backbone, str(adapter),
                                           tuple(TASKS), args), "cost": adaptation_cost(adapter)}
+    if args.gold_weights:
+        rows.update(student_rows(work, args.backbone, next(iter(teachers.values())), args))
     curve = [{"step": step, "dev": dev_metrics(folder),
               "test": evaluate(work, f"checkpoint_{step}", "teacher", args.backbone, str(folder), args.curve_tasks,
                                args)} for step, folder in checkpoints.items()]

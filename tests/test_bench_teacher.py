@@ -57,10 +57,39 @@ def test_the_report_judges_each_teacher_against_minilm_and_bm25_and_draws_the_cu
     assert report.with_suffix(".png").stat().st_size > 0
 
 
+def test_students_train_on_pairs_labelled_at_each_gold_weight_by_the_first_teacher(tmp_path, monkeypatch):
+    commands = []
+
+    def fake_sh(command):
+        commands.append(command)
+        flag = "--output" if "--output" in command else "--output_dir"
+        Path(command[command.index(flag) + 1]).mkdir(parents=True)
+
+    monkeypatch.setattr(bench_teacher, "sh", fake_sh)
+    monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: {
+        task: {"student_gold1": 0.60, "student_gold0.5": 0.70}.get(name, 0.5) for task in tasks})
+    adapter = _checkpoint(tmp_path / "adapter", 10, 0.5)
+    args = ["--work", str(tmp_path / "work"), "--report", str(tmp_path / "r"), "--backbone", "B", "--data",
+            str(REPO.parent / "shared" / "data"), "--teacher", f"t={adapter}", "--gold-weights", "1", "0.5"]
+    bench_teacher.main(args)
+    labelled = [command for command in commands if "teacher.label_pairs" in command]
+    assert [command[command.index("--gold-weight") + 1] for command in labelled] == ["1.0", "0.5"]
+    assert all(command[command.index("--adapter") + 1] == str(adapter) for command in labelled)
+    trained = [command for command in commands if "train.py" in command]
+    assert [command[command.index("--train_dataset") + 1] for command in trained] == [
+        str(tmp_path / "work" / "pairs_gold1"), str(tmp_path / "work" / "pairs_gold0.5")]
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert rows["student, gold weight 0.5"]["metrics"] == {"sts": 0.70, "nli": 0.70}
+    commands.clear()
+    bench_teacher.main(args)  # a second run finds every stage built
+    assert commands == []
+
+
 @pytest.mark.parametrize("option, message", [
     (["--teacher", "no-equals-sign"], "expected NAME=ADAPTER_FOLDER"),
     (["--teacher", "x=/no/such/folder"], "holds no adapter_config.json"),
     (["--curve", "."], "no checkpoint-N folder"),
+    (["--gold-weights", "0.5"], "need a --teacher"),
 ])
 def test_a_bad_row_argument_ends_with_one_line_and_status_2(tmp_path, option, message):
     result = subprocess.run([sys.executable, "benchmarks/bench_teacher.py", "--work", str(tmp_path / "w"),
