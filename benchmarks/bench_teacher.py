@@ -114,12 +114,13 @@ def evaluate(work: Path, name: str, kind: str, path: str, adapter: str | None, t
 
 
 def adaptation_cost(adapter: Path) -> dict[str, Any]:
-    """Seconds per 1,000 training prompts, peak memory and steps, from the adapter's ``adaptation_report.json``."""
+    """Seconds per 1,000 training prompts (dev evaluations included), peak memory, the steps and seconds of the
+    adapter's last invocation (a resumed run: after its checkpoint), from its ``adaptation_report.json``."""
     path = adapter / "adaptation_report.json"
     if not path.is_file():
         return {}
     report = json.loads(path.read_text())
-    return {key: report.get(key) for key in ("seconds_per_1000_prompts", "peak_memory_gb", "steps", "seconds")}
+    return {key: report.get(key) for key in ("seconds_per_1000_prompts", "peak_memory_gb", "steps_run", "train_seconds")}
 
 
 def verdicts(row: dict[str, float], minilm: dict[str, float], bm25: dict[str, float]) -> dict[str, bool]:
@@ -136,7 +137,8 @@ def render(results: dict[str, Any]) -> str:
     for name, row in results["rows"].items():
         cost = row.get("cost", {})
         cells = [f"{row['metrics'][task]:.3f}" if task in row["metrics"] else "" for task in TASKS]
-        cells += [str(cost.get("seconds_per_1000_prompts") or ""), str(cost.get("peak_memory_gb") or "")]
+        cells += [f"{cost[key]:.{digits}f}" if cost.get(key) is not None else ""
+                  for key, digits in (("seconds_per_1000_prompts", 0), ("peak_memory_gb", 2))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Targets: STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone.", ""]
     for name, met in results["verdicts"].items():

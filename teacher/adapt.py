@@ -115,6 +115,8 @@ class AdaptResult:
     log_history: list[dict[str, float]] = field(default_factory=list)
     best_checkpoint: str | None = None
     best_metric: float | None = None
+    steps_run: int = 0
+    """Steps this call trained (a resumed run: those after its checkpoint)."""
 
 
 def add_lora(teacher: YesNoTeacher, config: AdaptConfig) -> None:
@@ -212,8 +214,10 @@ def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = No
             teacher.model.activation_checkpointing_disable()
         teacher.model.eval()
     history = trainer.state.log_history
+    start = int(Path(resume).name.rsplit("-", 1)[1]) if resume else 0
     result = AdaptResult(losses=[entry["loss"] for entry in history if "loss" in entry], log_history=history,
-                         best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric)
+                         best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
+                         steps_run=trainer.state.global_step - start)
     if temporary:
         shutil.rmtree(folder, ignore_errors=True)
     return result
@@ -378,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     train_seconds = time.perf_counter() - started
     after = evaluate_teacher(teacher, dev_pairs, dev_mined, args.eval_batch_size)
     prompts = sum(len(row) for row in train["passages"])
+    seen = result.steps_run * config.batch_size * prompts / max(1, len(train))  # prompts this process trained on
     logger.info("after: %s; %d rows (%d prompts), %d steps in %.0fs", after, len(train), prompts,
                 len(result.losses), train_seconds)
     save_adapter(teacher, output, {
@@ -385,7 +390,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "compute": teacher.compute.to_dict(), "losses": result.losses, "log_history": result.log_history,
         "best_checkpoint": result.best_checkpoint, "best_metric": result.best_metric,
         "dev_before": before, "dev_after": after,
-        "train_seconds": train_seconds, "seconds_per_1000_prompts": 1000 * train_seconds / max(1, prompts),
+        "train_seconds": train_seconds, "steps_run": result.steps_run,
+        "seconds_per_1000_prompts": 1000 * train_seconds / max(1.0, seen),
         "peak_memory_gb": peak_memory_gb(), "command": sys.argv})
     shutil.rmtree(checkpoints, ignore_errors=True)
     logger.info("adapter -> %s", output)

@@ -98,8 +98,9 @@ def test_a_killed_adaptation_resumes_from_its_last_checkpoint_with_the_same_loss
     assert not [path for pattern in PICKLES for path in (tmp_path / "ckpt").rglob(pattern)]  # no pickle
     stored = {path.name for path in (tmp_path / "ckpt" / "checkpoint-4").iterdir()}
     assert {"optimizer.safetensors", "scheduler.json", "rng_state.safetensors"} <= stored
-    resumed = adapt(fresh(config), rows, config, checkpoint_dir=tmp_path / "ckpt").losses
-    assert resumed == pytest.approx(whole, rel=1e-4)
+    resumed = adapt(fresh(config), rows, config, checkpoint_dir=tmp_path / "ckpt")
+    assert resumed.losses == pytest.approx(whole, rel=1e-4)
+    assert resumed.steps_run == 2  # steps 5 and 6: the cost per prompt counts only what this call trained
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(tmp_path, caplog):
