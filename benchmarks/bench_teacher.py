@@ -120,7 +120,8 @@ def adaptation_cost(adapter: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     report = json.loads(path.read_text())
-    return {key: report.get(key) for key in ("seconds_per_1000_prompts", "peak_memory_gb", "steps_run", "train_seconds")}
+    keys = ("seconds_per_1000_prompts", "peak_memory_gb", "steps_run", "train_seconds")
+    return {key: report.get(key) for key in keys}
 
 
 def verdicts(row: dict[str, float], minilm: dict[str, float], bm25: dict[str, float]) -> dict[str, bool]:
