@@ -52,8 +52,7 @@ from common.stages import write_whole
 from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
 from teacher.adapt_data import group_rows, pair_rows, pairs_from_mined
 from teacher.evaluate import add_dev_arguments, evaluate_teacher, load_dev
-from teacher.model import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher, add_teacher_cost_arguments
-from teacher.prompts import prompts_to_json
+from teacher.model import YesNoTeacher, add_teacher_cost_arguments
 from teacher.trainer import TeacherTrainer
 
 logger = logging.getLogger(__name__)
@@ -247,8 +246,7 @@ def save_adapter(teacher: YesNoTeacher, output: str | Path, report: dict) -> Non
         teacher.model.save_pretrained(str(folder))
         if not hasattr(teacher.model, "peft_config"):
             teacher.tokenizer.save_pretrained(str(folder))
-        (folder / PROMPTS_FILE).write_text(prompts_to_json(teacher.prompts), encoding="utf-8")
-        (folder / SETTINGS_FILE).write_text(json.dumps(teacher.settings(), indent=2), encoding="utf-8")
+        teacher.save_prompts(folder)
         (folder / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
 
     write_whole(Path(output), write)

@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from backbone_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
 from common.hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
-from teacher.prompts import PRESETS, TaskPrompt, load_prompts, task_prompt
+from teacher.prompts import PRESETS, TaskPrompt, load_prompts, prompts_to_json, task_prompt
 
 PROMPTS_FILE = "teacher_prompts.json"
 """Saved next to a LoRA adapter by ``adapt_teacher``: the prompts it was trained with."""
@@ -67,6 +67,12 @@ class YesNoTeacher:
     def settings(self) -> dict[str, int]:
         """The constructor options an adapter trained on this teacher should be scored with."""
         return {"max_query_tokens": self.max_query_tokens, "max_passage_tokens": self.max_passage_tokens}
+
+    def save_prompts(self, folder: str | Path) -> None:
+        """Write ``PROMPTS_FILE`` and ``SETTINGS_FILE`` into ``folder``: with them beside an adapter (the final one
+        or any training checkpoint), ``from_pretrained(..., adapter=folder)`` scores as the adapter was trained."""
+        (Path(folder) / PROMPTS_FILE).write_text(prompts_to_json(self.prompts), encoding="utf-8")
+        (Path(folder) / SETTINGS_FILE).write_text(json.dumps(self.settings(), indent=2), encoding="utf-8")
 
     @classmethod
     def from_pretrained(

@@ -59,12 +59,14 @@ class TeacherTrainer(SafeCheckpointMixin, Trainer):
         return (loss, logits) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """The adapter (full fine-tuning: the model) as safetensors and the arguments as JSON, not pickled."""
+        """The adapter (full fine-tuning: the model) as safetensors, the teacher's prompts and token limits (so a
+        checkpoint loads as an adapter) and the arguments as JSON, not pickled."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
         self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+        self.teacher.save_prompts(output_dir)
         with open(os.path.join(output_dir, TRAINING_ARGS_FILE), "w", encoding="utf-8") as handle:
             handle.write(self.args.to_json_string())
 

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _checkpoint(folder: Path, step: int, dev: float) -> Path:
     folder.mkdir(parents=True)
-    (folder / "adapter_config.json").write_text("{}")
+    for name in ("adapter_config.json", "teacher_prompts.json", "teacher_settings.json"):
+        (folder / name).write_text("{}")
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": [
         {"step": step - 1, "loss": 0.5}, {"step": step, "loss": 0.4}, {"step": step, "eval_pairs_spearman": dev}]}))
     return folder
@@ -97,3 +98,14 @@ def test_a_bad_row_argument_ends_with_one_line_and_status_2(tmp_path, option, me
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and message in result.stderr and result.stderr.strip().count("\n") == 0
     assert not (tmp_path / "w").exists()
+
+
+def test_a_curve_checkpoint_without_its_prompts_is_refused_before_anything_runs(tmp_path):
+    curve = tmp_path / "curve"
+    _checkpoint(curve / "checkpoint-100", 100, 0.3)
+    (curve / "checkpoint-100" / "teacher_settings.json").unlink()
+    result = subprocess.run([sys.executable, "benchmarks/bench_teacher.py", "--work", str(tmp_path / "w"),
+                             "--report", str(tmp_path / "r"), "--backbone", "B", "--curve", str(curve)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "teacher_settings.json is missing" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "w").exists()

@@ -131,6 +131,27 @@ def test_the_best_checkpoint_by_the_dev_metric_is_the_one_kept(tmp_path):
     assert evaluate_pairs(teacher, dev)["average_precision"] == pytest.approx(evaluated[best_step], abs=1e-6)
 
 
+def test_every_checkpoint_loads_as_an_adapter_that_scores_as_the_trainer_evaluated_it(tmp_path):
+    model_dir = tmp_path / "tiny-llm"
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_llama()).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    config = AdaptConfig(max_steps=4, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                         eval_steps=2)
+    teacher = YesNoTeacher.from_pretrained(str(model_dir), max_query_tokens=9, merge_adapter=False)
+    add_lora(teacher, config)
+    dev = pet_pairs()
+    result = adapt(teacher, pair_rows(pet_pairs()), config, dev_pairs=dev, checkpoint_dir=tmp_path / "ckpt")
+    from teacher.evaluate import evaluate_pairs
+
+    for entry in (entry for entry in result.log_history if "eval_pairs_average_precision" in entry):
+        checkpoint = tmp_path / "ckpt" / f"checkpoint-{entry['step']}"
+        loaded = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(checkpoint))
+        assert loaded.settings()["max_query_tokens"] == 9  # the trained token limits, not the defaults
+        assert evaluate_pairs(loaded, dev)["average_precision"] == pytest.approx(
+            entry["eval_pairs_average_precision"], abs=1e-5)
+
+
 def test_a_fully_fine_tuned_teacher_saves_as_a_model_folder_that_loads_with_its_prompts(tmp_path):
     model_dir = tmp_path / "tiny-llm"
     torch.manual_seed(0)
