@@ -59,7 +59,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--report", required=True, help="REPORT path without extension: REPORT.md, .json and .png are written")
     add("--backbone", required=True, help="the teacher's causal-LM folder")
     add("--teacher", action="append", default=[], metavar="NAME=ADAPTER", help="an adapted teacher (repeatable)")
-    add("--curve", help="a folder of checkpoint-N adapters (with their prompts and settings files)")
+    add("--curve", help="a folder of checkpoint-N adapters (with their prompts and settings files), e.g. the "
+                        "--checkpoint-dir of python -m teacher.adapt --keep-checkpoints")
     add("--curve-tasks", nargs="+", default=["sts"], choices=sorted(TASKS))
     add("--seed", type=int, default=0)
     add("--scifact-queries", type=int, default=100)

@@ -18,14 +18,16 @@ Command line::
         [--train-pairs FILE ...] [--train-mined DIR ...] [--limit N] [--pair-objective pointwise|graded|cosent]
         [--mined-objective listwise|pointwise] [--negatives 7] [--method lora|full] [--lora-r 16]
         [--dev-pairs FILE] [--dev-mined DIR] [--eval-steps 50] [--epochs 1] [--batch-size 16] [--lr 2e-4]
-        [--checkpoint-dir DIR] [--bf16] [--activation-checkpointing] [--dtype auto|float32|bfloat16]
+        [--checkpoint-dir DIR] [--keep-checkpoints] [--bf16] [--activation-checkpointing]
+        [--dtype auto|float32|bfloat16]
 
 writes, whole or not at all, the peft adapter (``--method full``: the whole model and tokenizer), the prompts and
 token limits it was trained with (``teacher_prompts.json``, ``teacher_settings.json``) and
 ``adaptation_report.json`` (settings, log history, dev metrics before and after, time and memory). Use it as
 ``YesNoTeacher.from_pretrained(MODEL, adapter=DIR)`` (full: ``from_pretrained(DIR)``) or ``--adapter`` of the other
 commands. A rerun with the same settings skips; with other settings it says so and trains again. Checkpoints
-live in ``--checkpoint-dir`` (default ``OUTPUT.checkpoints``) until the output is written.
+live in ``--checkpoint-dir`` (default ``OUTPUT.checkpoints``) until the output is written; ``--keep-checkpoints``
+keeps all of them, after it too (each loads as an adapter).
 """
 
 from __future__ import annotations
@@ -159,16 +161,19 @@ def build_training_rows(pairs: Sequence[Dataset], mined: Sequence[tuple[str, Dat
     return concatenate_datasets(parts)
 
 
-def training_arguments(config: AdaptConfig, output_dir: str, metric: str | None) -> TrainingArguments:
+def training_arguments(config: AdaptConfig, output_dir: str, metric: str | None,
+                       keep_checkpoints: bool = False) -> TrainingArguments:
     """``TrainingArguments`` of ``config``; with a dev ``metric``, evaluate and save every ``eval_steps`` and keep
-    the best checkpoint by it."""
+    the best checkpoint by it; the last two checkpoints (and the best) stay on disk, or all with
+    ``keep_checkpoints``."""
     return TrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size, num_train_epochs=config.epochs,
         max_steps=config.max_steps, learning_rate=config.lr, warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay, max_grad_norm=1.0, lr_scheduler_type="linear", seed=config.seed,
         data_seed=config.seed, logging_steps=config.logging_steps, save_strategy="steps",
-        save_steps=config.eval_steps, save_total_limit=2, eval_strategy="steps" if metric else "no",
+        save_steps=config.eval_steps, save_total_limit=None if keep_checkpoints else 2,
+        eval_strategy="steps" if metric else "no",
         eval_steps=config.eval_steps if metric else None, load_best_model_at_end=metric is not None,
         metric_for_best_model=metric, greater_is_better=True, report_to=[], remove_unused_columns=False,
         dataloader_num_workers=0, dataloader_pin_memory=False, activation_checkpointing=config.activation_checkpointing,
@@ -188,12 +193,14 @@ def best_metric_name(config: AdaptConfig, dev_pairs: Dataset | None, dev_mined: 
 
 def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = None, *,
           dev_pairs: Dataset | None = None, dev_mined: Dataset | None = None,
-          checkpoint_dir: str | Path | None = None, settings: dict[str, Any] | None = None) -> AdaptResult:
+          checkpoint_dir: str | Path | None = None, settings: dict[str, Any] | None = None,
+          keep_checkpoints: bool = False) -> AdaptResult:
     """Fine-tune the teacher's trainable parameters (after ``add_lora``) on ``train`` rows (``TRAIN_FEATURES``).
 
     Checkpoints go to ``checkpoint_dir`` (a temporary folder when None, removed after); a run finding checkpoints
     there made with the same ``settings`` resumes from the last one, with other settings it starts over (and says
-    so). With dev sets the best checkpoint by the dev metric is loaded at the end.
+    so). With dev sets the best checkpoint by the dev metric is loaded at the end. ``keep_checkpoints`` keeps every
+    checkpoint (each loads as an adapter: a learning curve); it is not a setting, so a resumed run may change it.
     """
     config = config or AdaptConfig()
     if not any(parameter.requires_grad for parameter in teacher.model.parameters()):
@@ -202,7 +209,7 @@ def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = No
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="teacher-adapt-"))
     resume = _resumable_checkpoint(folder, {**(settings or {}), "config": asdict(config)})
     metric = best_metric_name(config, dev_pairs, dev_mined)
-    args = training_arguments(config, str(folder), metric)
+    args = training_arguments(config, str(folder), metric, keep_checkpoints)
     pair_loss = "cosent" if config.pair_objective == "cosent" else "bce"
     trainer = TeacherTrainer(teacher, args=args, train_dataset=train, dev_pairs=dev_pairs, dev_mined=dev_mined,
                              pair_loss=pair_loss, cosent_scale=config.cosent_scale, bf16=config.bf16)
@@ -292,6 +299,9 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Ada
     parser.add_argument("--output", required=True, help="folder for the adapter (or full model) and report")
     parser.add_argument("--checkpoint-dir", help="where checkpoints live until the output is written "
                                                  "(default OUTPUT.checkpoints); a killed run resumes from there")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep every checkpoint, and the folder after the run (each loads as an adapter: the "
+                             "learning curve of benchmarks/bench_teacher.py --curve)")
     parser.add_argument("--train-pairs", nargs="*", default=[], help="graded or labelled pairs files")
     parser.add_argument("--train-task", default="symmetric", help="task of the training pairs files")
     parser.add_argument("--train-layout", default="auto", choices=("auto", "graded", "labelled"),
@@ -376,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     checkpoints = args.checkpoint_dir or f"{output}.checkpoints"
     result = adapt(teacher, train, config, dev_pairs=dev_pairs, dev_mined=dev_mined, checkpoint_dir=checkpoints,
-                   settings=settings)
+                   settings=settings, keep_checkpoints=args.keep_checkpoints)
     train_seconds = time.perf_counter() - started
     after = evaluate_teacher(teacher, dev_pairs, dev_mined, args.eval_batch_size)
     prompts = sum(len(row) for row in train["passages"])
@@ -391,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "train_seconds": train_seconds, "steps_run": result.steps_run,
         "seconds_per_1000_prompts": 1000 * train_seconds / max(1.0, seen),
         "peak_memory_gb": peak_memory_gb(), "command": sys.argv})
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    if not args.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     logger.info("adapter -> %s", output)
 
 

@@ -136,14 +136,17 @@ def test_every_checkpoint_loads_as_an_adapter_that_scores_as_the_trainer_evaluat
     torch.manual_seed(0)
     LlamaForCausalLM(tiny_llama()).save_pretrained(model_dir)
     tiny_tokenizer().save_pretrained(model_dir)
-    config = AdaptConfig(max_steps=4, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+    config = AdaptConfig(max_steps=6, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
                          eval_steps=2)
     teacher = YesNoTeacher.from_pretrained(str(model_dir), max_query_tokens=9, merge_adapter=False)
     add_lora(teacher, config)
     dev = pet_pairs()
-    result = adapt(teacher, pair_rows(pet_pairs()), config, dev_pairs=dev, checkpoint_dir=tmp_path / "ckpt")
+    result = adapt(teacher, pair_rows(pet_pairs()), config, dev_pairs=dev, checkpoint_dir=tmp_path / "ckpt",
+                   keep_checkpoints=True)
     from teacher.evaluate import evaluate_pairs
 
+    assert sorted(path.name for path in (tmp_path / "ckpt").glob("checkpoint-*")) == [
+        "checkpoint-2", "checkpoint-4", "checkpoint-6"]  # all kept, not the Trainer's last two and the best
     for entry in (entry for entry in result.log_history if "eval_pairs_average_precision" in entry):
         checkpoint = tmp_path / "ckpt" / f"checkpoint-{entry['step']}"
         loaded = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(checkpoint))
@@ -187,6 +190,8 @@ def test_the_command_skips_a_rerun_with_the_same_settings_and_refuses_bad_rows(t
     stamp = (tmp_path / "adapter" / adapt_module.REPORT_FILE).stat().st_mtime_ns
     adapt_module.main(command)
     assert (tmp_path / "adapter" / adapt_module.REPORT_FILE).stat().st_mtime_ns == stamp
+    adapt_module.main([*command[:2], "--output", str(tmp_path / "kept"), *command[4:], "--keep-checkpoints"])
+    assert (tmp_path / "kept.checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"sentence1": "a", "sentence2": "b", "score": 4}) + "\n"
