@@ -41,7 +41,7 @@ from benchmarks.bench_quality import PYTHON, evaluate_tasks, isolated, sh, train
 from benchmarks.quality_report import TASKS, Row, evaluation_file, write_json  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
 from common.stages import build_once, write_whole  # noqa: E402
-from teacher.model import PROMPTS_FILE, SETTINGS_FILE  # noqa: E402
+from teacher.model import adapter_files  # noqa: E402
 
 TARGETS = {"sts": 0.82, "nli": 0.85}  # and SciFact: reranking >= BM25 alone
 class ReportError(ValueError):
@@ -97,9 +97,10 @@ def curve_checkpoints(folder: str | None) -> dict[int, Path]:
     if not found:
         raise ReportError(f"--curve {folder}: no checkpoint-N folder in it")
     for path in found.values():
-        missing = [name for name in (PROMPTS_FILE, SETTINGS_FILE) if not (path / name).is_file()]
-        if missing:  # checkpoints of teacher.adapt before it wrote them: copy them from the run's final adapter
-            raise ReportError(f"--curve {path}: {missing[0]} is missing (copy it from the run's final adapter)")
+        try:
+            adapter_files(path)
+        except FileNotFoundError as error:  # checkpoints of teacher.adapt before it wrote them into each one
+            raise ReportError(f"--curve {error} (copy it from the run's final adapter)") from None
     return dict(sorted(found.items()))
 
 

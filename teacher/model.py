@@ -102,7 +102,7 @@ class YesNoTeacher:
         model folder written by ``teacher.adapt --method full`` holds the same two files, used the same way.
         """
         name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
-        saved = _adapter_files(adapter) if adapter is not None else _full_model_files(name_or_path)
+        saved = adapter_files(adapter) if adapter is not None else _full_model_files(name_or_path)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype is None:
             dtype = "bfloat16" if device.type == "cuda" else "float32"
@@ -258,7 +258,7 @@ class YesNoTeacher:
         return yes_probability(self.score(queries, passages, task, **kwargs), temperature)
 
 
-def _adapter_files(adapter: str) -> tuple[Path, Path]:
+def adapter_files(adapter: str | Path) -> tuple[Path, Path]:
     """The prompts and settings files that ``teacher.adapt`` saves next to an adapter; a missing one is an error
     (scoring with default prompts or token limits instead of the trained ones would go unnoticed)."""
     files = Path(adapter) / PROMPTS_FILE, Path(adapter) / SETTINGS_FILE
