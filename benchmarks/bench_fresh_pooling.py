@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import bench_quality  # noqa: E402
-import evaluate_model  # noqa: E402
+from evaluation import tasks  # noqa: E402
 from evaluation.scorers import D2LLMScorer  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
 
@@ -64,7 +64,7 @@ def main() -> None:
         metrics[variant] = {}
         for task in args.tasks:
             key = bench_quality.TASKS[task][1]
-            metrics[variant][task] = evaluate_model.run(scorer, [jobs[task]])[0][key]
+            metrics[variant][task] = tasks.run(scorer, [jobs[task]])[0][key]
             print(f"[{variant} / {task}] {key} {metrics[variant][task]:.4f}", flush=True)
         del model, scorer
     baseline = metrics[next(iter(VARIANTS))]

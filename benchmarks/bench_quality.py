@@ -278,7 +278,7 @@ def load_row_scorer(kind: str, path: str, adapter: str | None, args: argparse.Na
 def evaluate_tasks(work: Path, name: str, kind: str, path: str, adapter: str | None, tasks: list[str],
                    args: argparse.Namespace) -> None:
     """(Child process.) Evaluate one row; each task's result (with the STS-B scores) is written when known."""
-    import evaluate_model
+    from evaluation import tasks as evaluation_tasks
     from common import metrics
 
     data = load_eval_data(args, work / "snli")
@@ -290,12 +290,12 @@ def evaluate_tasks(work: Path, name: str, kind: str, path: str, adapter: str | N
             result = {"spearman": metrics.spearman(scores, data.sts.gold), "pairs": len(scores),
                       "scores": [float(value) for value in scores]}
         elif task == "nli":
-            result = evaluate_model.evaluate_pair_classification(scorer, data.nli)
+            result = evaluation_tasks.evaluate_pair_classification(scorer, data.nli)
         elif kind == "bm25":
             result = metrics.retrieval(scorer.retrieve(data.scifact.queries, data.scifact.corpus, 100),
                                        data.scifact.qrels)
         else:
-            result = evaluate_model.evaluate_retrieval(scorer, data.scifact)
+            result = evaluation_tasks.evaluate_retrieval(scorer, data.scifact)
         result["seconds"] = round(time.perf_counter() - start, 1)
         write_json(evaluation_file(work, name, task), result)
         print(f"[evaluate {name} / {task}] {TASKS[task][1]} {result[TASKS[task][1]]:.4f} "

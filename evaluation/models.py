@@ -68,11 +68,13 @@ def load_scorer(
     device: str | None = None,
     max_query_tokens: int | None = None,
     max_passage_tokens: int | None = None,
+    teacher_dtype: str | None = None,
 ) -> Scorer:
     """The scorer of a model. Cross-encoders rerank the ``rerank_depth`` best documents of ``first_stage``
     (``bm25``, or the path of a bi-encoder: a D2LLM or sentence-transformers model) and cut each query and
     passage to ``max_query_tokens`` / ``max_passage_tokens`` (None: those the adapter was trained with, recorded
-    by ``adapt_teacher``, else the teacher's defaults)."""
+    by ``adapt_teacher``, else the teacher's defaults) and run in ``teacher_dtype`` (``YesNoTeacher.from_pretrained``:
+    None is float32 on a CPU)."""
     kind = detect_model_type(name_or_path) if model_type == "auto" else model_type
     if kind not in MODEL_TYPES:
         raise ModelError(f"--model-type must be auto or one of {MODEL_TYPES}, got {kind!r}")
@@ -96,7 +98,7 @@ def load_scorer(
     from teacher.model import YesNoTeacher
 
     teacher = YesNoTeacher.from_pretrained(name_or_path, adapter=teacher_adapter, language=language, device=device,
-                                           **lengths)
+                                           dtype=teacher_dtype, **lengths)
     if first_stage == "bm25":
         retriever = BM25FirstStage(language)
     else:

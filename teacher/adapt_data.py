@@ -27,6 +27,15 @@ TRAIN_FEATURES = Features({
     "weights": ListOf(Value("float32")), "task": Value("string"), "language": Value("string"),
     "kind": Value("string")})
 """One training row: ``kind`` is ``pair`` (one passage) or ``group`` (positive first, then the negatives)."""
+LENGTH_COLUMN = "length"
+"""Added by ``teacher.adapt`` for the length-grouped sampler; the collator ignores it."""
+
+
+def row_lengths(rows: Dataset) -> list[int]:
+    """Each row's text length in characters, ``sum over passages p of len(query) + len(p)``: a proxy, free to
+    compute, for the tokens its prompts hold."""
+    return [len(row["passages"]) * len(row["query"]) + sum(map(len, row["passages"]))
+            for row in rows.select_columns(["query", "passages"])]
 
 
 def pair_rows(pairs: Dataset, *, weighted: bool = True, both_orders: bool = False) -> Dataset:

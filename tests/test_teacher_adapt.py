@@ -12,11 +12,13 @@ from teacher_tiny import tiny_mined, tiny_teacher
 from transformers import LlamaForCausalLM
 
 from preprocess.readers import PAIR_FEATURES
-from teacher.adapt import AdaptConfig, adapt, add_lora, load_training_pairs, save_adapter
-from teacher.adapt_data import pair_rows, pairs_from_mined
+from teacher.adapt import (AdaptConfig, adapt, add_lora, load_training_pairs, save_adapter, training_arguments,
+                           with_lengths)
+from teacher.adapt_data import pair_rows, pairs_from_mined, row_lengths
 from teacher.evaluate import average_precision, evaluate_pairs, evaluate_reranking, ndcg_at_10
 from teacher.model import PROMPTS_FILE, SETTINGS_FILE, YesNoTeacher
 from teacher.objectives import class_weights
+from teacher.trainer import TeacherTrainer
 from tiny import tiny_llama, tiny_tokenizer
 
 ANIMALS, FOOD = ["cat", "dog", "bird", "fish"], ["apple", "banana", "coffee", "tea"]
@@ -159,3 +161,30 @@ def test_reranking_evaluation_ranks_each_querys_positives_among_its_negatives():
 def test_metrics_on_known_rankings():
     assert average_precision([0.9, 0.8, 0.1], [1, 0, 1]) == pytest.approx((1 + 2 / 3) / 2)
     assert ndcg_at_10([0.9, 0.8, 0.1], [False, True, False]) == pytest.approx(1 / 1.5849625)
+
+
+def padded_prompt_tokens(config: AdaptConfig, rows: Dataset, folder) -> tuple[int, list[str]]:
+    """Token positions (real and padding) over one epoch of the trainer's batches, and the queries seen."""
+    teacher = tiny_teacher(seed=1)
+    add_lora(teacher, config)
+    trainer = TeacherTrainer(teacher, args=training_arguments(config, str(folder), None),
+                             train_dataset=with_lengths(rows, config))
+    total, seen = 0, []
+    for batch in trainer.get_train_dataloader():
+        total += batch["input_ids"].numel()
+        seen += [teacher.tokenizer.decode(ids[mask.bool()]) for ids, mask in zip(batch["input_ids"],
+                                                                                   batch["attention_mask"])]
+    return total, seen
+
+
+def test_length_grouped_batches_hold_less_padding_and_still_cover_every_row_once(tmp_path):
+    rows = pair_rows(Dataset.from_list(
+        [{"query": "the cat " * (1 + (7 * i) % 11), "passage": f"a dog number {i}", "target": float(i % 2),
+          "task": "symmetric", "language": "en"} for i in range(64)], features=PAIR_FEATURES))
+    lengths = row_lengths(rows)
+    assert lengths[0] == len(rows[0]["query"]) + len(rows[0]["passages"][0])
+    options = {"batch_size": 8, "seed": 0, "lora_r": 4, "lora_alpha": 8}
+    grouped, seen_grouped = padded_prompt_tokens(AdaptConfig(group_by_length=True, **options), rows, tmp_path / "g")
+    plain, seen_plain = padded_prompt_tokens(AdaptConfig(group_by_length=False, **options), rows, tmp_path / "p")
+    assert grouped < 0.85 * plain
+    assert sorted(seen_grouped) == sorted(seen_plain) and len(seen_grouped) == len(rows)
