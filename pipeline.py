@@ -164,7 +164,7 @@ def main() -> None:
     add("--teacher", default=None, help="teacher causal LM (default: the embedded SmolLM2)")
     add("--student", default=None, help="student backbone (default: the teacher's backbone)")
     add("--seed", type=int, default=42, help="seed of the student heads (fresh and distilled alike)")
-    add("--teacher-steps", type=int, default=80, help="teacher adaptation steps of --teacher-batch-size pairs")
+    add("--teacher-steps", type=int, default=80, help="teacher adaptation steps of --teacher-batch-size prompts")
     add("--teacher-batch-size", type=int, default=16)
     add("--teacher-lr", type=float, default=1e-3)
     add("--teacher-dtype", default="auto", choices=("auto", "float32", "bfloat16"),
