@@ -212,10 +212,10 @@ def main() -> None:
         *student_options, "--train_dataset", str(labelled), "--output_dir", out, "--head_warmup_epochs",
         str(args.heads_epochs)], chain)  # the token-state cache lives in the stage's output, rebuilt with it
     after_distil, chain.previous = chain.previous, after_export  # the baselines do not depend on the teacher
-    run("untrained student", fresh, lambda out: [
-        *student_options, "--train_dataset", str(labelled), "--output_dir", out], chain)
     run("gold pairs", gold, lambda out: [PYTHON, "-m", "preprocess.pair_batches", data.train, "--output", out,
                                          "--batch-size", "16", "--seed", seed], chain)
+    run("untrained student", fresh, lambda out: [  # train.py needs a dataset to check; it trains on none of it
+        *student_options, "--train_dataset", str(gold), "--output_dir", out], chain)
     run("bi-encoder", bi_encoder, lambda out: [
         *ACCELERATE_ONE_PROCESS, "train.py", args.train_config, "--model_name_or_path", student, "--seed", seed,
         "--train_dataset", str(gold), "--output_dir", out, "--objective", "bi-encoder", "--bi_encoder_pooling",
