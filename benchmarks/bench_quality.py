@@ -31,6 +31,10 @@ the same queries, positives and hard negatives, LoRA, ``--epochs``), and the sam
 AnglE on all 5,749 graded STS-B train pairs (pair batches of 32, no teacher); all-MiniLM-L6-v2. The learning curve
 repeats the SPEC heads student and the bi-encoder on the first ``--curve`` queries.
 
+``--teacher-adapter DIR`` scores with an adapter made by ``python -m teacher.adapt`` (and reranks SciFact with it)
+instead of adapting a teacher here; ``--rows`` trains and evaluates only the rows named; ``--no-scifact`` skips the
+SciFact rows.
+
 At the end: the table (metrics, student - bi-encoder in points, the share of the bi-encoder-to-teacher gap closed,
 the verdicts on both targets), the learning curve as a PNG, the stage times and the total wall time, written to
 ``REPORT.md``, ``REPORT.json`` and ``REPORT.png``.
@@ -91,9 +95,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--teacher-epochs", type=float, default=1.0)
     group.add_argument("--teacher-lr", type=float, default=5e-4)
     group.add_argument("--prompt-preset", default="short", choices=("short", "spec"))
+    group.add_argument("--teacher-adapter", help="an adapted teacher (a folder of python -m teacher.adapt) to score "
+                                                 "with, instead of adapting one here (--teacher-* then unused)")
     group = parser.add_argument_group("students and bi-encoder")
     group.add_argument("--heads-epochs", type=float, default=4.0, help="epochs of the heads-only rows and warm-up")
     group.add_argument("--epochs", type=float, default=1.0, help="end-to-end epochs (LoRA rows, bi-encoder)")
+    group.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), metavar="ROW",
+                       help=f"the rows to train and evaluate (default: all of {', '.join(ROWS)})")
     group = parser.add_argument_group("SciFact")
     group.add_argument("--scifact-train", type=int, default=809, help="SciFact train queries for the teacher (all 809)")
     group.add_argument("--scifact-queries", type=int, default=100, help="SciFact test queries")
@@ -101,10 +109,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     group.add_argument("--teacher-passage-tokens", type=int, default=None,
                        help="teacher evaluation: cut passages to this many tokens (default: the adapter's)")
     group.add_argument("--rerank-depth", type=int, default=20, help="teacher: BM25 documents reranked per query")
+    group.add_argument("--no-scifact", dest="scifact", action="store_false", help="skip the SciFact rows")
     args = parser.parse_args(argv)
     args.data = str((REPO / args.data).resolve())
-    if args.backbone:
-        args.backbone = str((REPO / args.backbone).resolve())
+    for name in ("backbone", "teacher_adapter"):
+        if getattr(args, name):
+            setattr(args, name, str((REPO / getattr(args, name)).resolve()))
     return args
 
 
@@ -334,8 +344,8 @@ def training_sizes(scored: Path) -> dict[str, Any]:
 
 def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: dict[str, Path],
              args: argparse.Namespace) -> None:
-    """Train (where the row is trained) and evaluate every row, the curve points, the SciFact rows, then
-    ``LAST_ROWS``."""
+    """Train (where the row is trained) and evaluate every row of ``args.rows``, their curve points, the SciFact
+    rows (unless ``--no-scifact``), then ``LAST_ROWS``."""
     from common.embedded_models import minilm_dir
 
     def model(name: str, row: Row, data: str) -> str:
@@ -355,31 +365,37 @@ def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: d
         evaluate_row(ledger, work, name + suffix, kind(name), path, ("sts", "nli"), args,
                      adapter=str(adapter) if name == "teacher" else None)
 
-    for name in RUN_ORDER:
+    for name in (name for name in RUN_ORDER if name in args.rows):
         row(name)
     for size in args.curve:
-        for name in CURVE_ROWS:
+        for name in (name for name in CURVE_ROWS if name in args.rows):
             row(name, f"q{size}", f"@{size}")
-    run_scifact(ledger, work, backbone, args)
-    for name in LAST_ROWS:
+    if args.scifact:
+        run_scifact(ledger, work, backbone, args)
+    for name in (name for name in LAST_ROWS if name in args.rows):
         row(name)
 
 
 def run_scifact(ledger: Ledger, work: Path, backbone: str, args: argparse.Namespace) -> None:
-    """BM25 alone, a teacher adapted on SciFact train reranking BM25, and the main rows, on the SciFact slice."""
+    """BM25 alone, a teacher reranking BM25 (adapted here on SciFact train, or ``--teacher-adapter``) and the main
+    rows of ``args.rows``, on the SciFact slice."""
     from common.embedded_models import minilm_dir
 
     evaluate_row(ledger, work, "bm25", "bm25", "", ("scifact",), args)
-    source = [str(Path(args.data) / "en" / "scifact"), "--layout", "beir", "--split", "train",
-              "--limit", str(args.scifact_train), "--seed", str(args.seed)]
-    mined = read_and_mine(ledger, work, "scifact", source, argparse.Namespace(**{**vars(args), "negatives": 1}))
-    adapter = ledger.stage("adapt teacher_scifact", work / "teacher_scifact", lambda out: sh(
-        adapt_command(backbone, out, [], [mined], None, args)))
+    if args.teacher_adapter:
+        adapter = Path(args.teacher_adapter)
+    else:
+        source = [str(Path(args.data) / "en" / "scifact"), "--layout", "beir", "--split", "train",
+                  "--limit", str(args.scifact_train), "--seed", str(args.seed)]
+        mined = read_and_mine(ledger, work, "scifact", source, argparse.Namespace(**{**vars(args), "negatives": 1}))
+        adapter = ledger.stage("adapt teacher_scifact", work / "teacher_scifact", lambda out: sh(
+            adapt_command(backbone, out, [], [mined], None, args)))
     evaluate_row(ledger, work, "teacher_scifact", "teacher", backbone, ("scifact",), args, adapter=str(adapter))
     for name, kind, path in (("heads_spec", "d2llm", work / "models" / "heads_spec"),
                              ("bi_encoder", "bi-encoder", work / "models" / "bi_encoder"),
                              ("minilm", "sentence-transformers", minilm_dir())):
-        evaluate_row(ledger, work, name, kind, str(path), ("scifact",), args)
+        if name in args.rows:
+            evaluate_row(ledger, work, name, kind, str(path), ("scifact",), args)
 
 
 def export(out: Path) -> None:
@@ -405,8 +421,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         en / "snli" / "dev.jsonl", args.seed, out))
     mined = {name: read_and_mine(ledger, work, name, source, args)
              for name, source in read_arguments(args, snli).items()}
-    adapter = ledger.stage("adapt teacher", work / "teacher", lambda out: sh(adapt_command(  # STS-B: graded pairs
-        backbone, out, [str(en / "stsb" / "train.jsonl")], [mined["sick"], mined["snli"]], args.teacher_pairs, args)))
+    adapter = Path(args.teacher_adapter) if args.teacher_adapter else ledger.stage(
+        "adapt teacher", work / "teacher", lambda out: sh(adapt_command(  # STS-B: graded pairs
+            backbone, out, [str(en / "stsb" / "train.jsonl")], [mined["sick"], mined["snli"]], args.teacher_pairs,
+            args)))
     scored = {"full": ledger.stage("score", work / "scored", lambda out: sh(score_command(
         backbone, adapter, list(mined.values()), out, work / "scored.shards", args)))}
     scored["stsb_pairs"] = ledger.stage("pairs stsb", work / "stsb_pairs", lambda out: sh([

@@ -104,6 +104,12 @@ def curve_checkpoints(folder: str | None) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def curve_row(folder: str, step: int) -> str:
+    """The evaluation name of one curve point: the curve folder's name is part of it, so that the curves of two
+    runs in one ``--work`` do not read each other's results."""
+    return f"checkpoint_{re.sub(r'[^A-Za-z0-9_-]', '_', Path(folder).name)}_{step}"
+
+
 def dev_metrics(checkpoint: Path) -> dict[str, float]:
     """The eval_* values the Trainer logged at the checkpoint's own step."""
     state = json.loads((checkpoint / "trainer_state.json").read_text())
@@ -186,23 +192,28 @@ def plot(results: dict[str, Any], png: Path) -> None:
     plt.close(figure)
 
 
-def student_rows(work: Path, backbone: str, adapter: Path, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """One heads-only D2LLM student per ``--gold-weights`` lambda, on STS-B train labelled by ``adapter``."""
+def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: argparse.Namespace
+                 ) -> dict[str, dict[str, Any]]:
+    """One heads-only D2LLM student per ``--gold-weights`` lambda, on STS-B train labelled by the teacher row
+    ``teacher`` (``adapter``). Below lambda = 1 the teacher's name is part of every file name, so that the students
+    of another teacher in the same ``--work`` are trained and evaluated anew, not read back."""
     stsb = str(Path(args.data) / "en" / "stsb" / "train.jsonl")
     rows = {}
     for weight in args.gold_weights:
-        name = f"student_gold{weight:g}"
-        pairs = work / f"pairs_gold{weight:g}"
+        tag = f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}"
+        name = f"student_{tag}"
+        pairs = work / f"pairs_{tag}"
         build_once(pairs, lambda out, weight=weight: sh([
             PYTHON, "-m", "teacher.label_pairs", stsb, "--output", str(out), "--teacher", backbone, "--adapter",
             str(adapter), "--gold-weight", str(weight), "--seed", str(args.seed), "--dtype", "float32"]),
-            {"adapter": str(adapter), "seed": args.seed})
+            {"adapter": str(adapter), "seed": args.seed} if weight != 1 else {"seed": args.seed})
         model = work / name
         build_once(model, lambda out, pairs=pairs: sh(train_command(
             Row(name, "heads", student=True), backbone, pairs, work / "token_states", out,
             argparse.Namespace(max_tokens=args.max_tokens, seed=args.seed, heads_epochs=args.heads_epochs,
                                epochs=0))), {"pairs": str(pairs), "heads_epochs": args.heads_epochs})
-        rows[f"student, gold weight {weight:g}"] = {"metrics": evaluate(work, name, "d2llm", str(model), None,
+        label = "student, gold labels alone" if weight == 1 else f"student of {teacher}, gold weight {weight:g}"
+        rows[label] = {"metrics": evaluate(work, name, "d2llm", str(model), None,
                                                                         ("sts", "nli"), args)}
     return rows
 
@@ -226,10 +237,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows[name] = {"metrics": evaluate(work, f"teacher_{name}", "teacher", args.backbone, str(adapter),
                                           tuple(TASKS), args), "cost": adaptation_cost(adapter)}
     if args.gold_weights:
-        rows.update(student_rows(work, args.backbone, next(iter(teachers.values())), args))
+        rows.update(student_rows(work, args.backbone, *next(iter(teachers.items())), args))
     curve = [{"step": step, "dev": dev_metrics(folder),
-              "test": evaluate(work, f"checkpoint_{step}", "teacher", args.backbone, str(folder), args.curve_tasks,
-                               args)} for step, folder in checkpoints.items()]
+              "test": evaluate(work, curve_row(args.curve, step), "teacher", args.backbone, str(folder),
+                               args.curve_tasks, args)} for step, folder in checkpoints.items()]
     results = {"command": " ".join(["python", "benchmarks/bench_teacher.py", *(argv or sys.argv[1:])]),
                "rows": rows, "curve": curve,
                "verdicts": {name: verdicts(rows[name]["metrics"], rows["minilm"]["metrics"], rows["bm25"]["metrics"])

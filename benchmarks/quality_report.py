@@ -156,6 +156,8 @@ def build_table(work: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per row: STS-B and NLI metrics, agreement with the teacher and (students) the verdicts."""
     table = []
     for name, row in ROWS.items():
+        if name not in results:  # a row not run (``--rows``)
+            continue
         entry: dict[str, Any] = {"row": name, "label": row.label,
                                  "sts": metric(results, name, "sts"), "nli": metric(results, name, "nli"),
                                  "agreement": None if name == "teacher" else agreement(work, name)}
@@ -233,6 +235,8 @@ def render_curve(points: dict[str, list[tuple[int, dict]]], teacher: dict[str, f
 
 
 def render_scifact(results: dict[str, Any]) -> str:
+    if all(metric(results, name, "scifact") is None for name in SCIFACT_ROWS):
+        return "Not run (`--no-scifact`)."
     lines = ["| row | SciFact NDCG@10 |", "| --- | ---: |"]
     for name in SCIFACT_ROWS:
         label = SCIFACT_LABELS.get(name) or ROWS[name].label
@@ -241,6 +245,23 @@ def render_scifact(results: dict[str, Any]) -> str:
     if None not in (bm25, teacher) and teacher <= bm25:
         lines.append("\nThe teacher does not beat BM25 alone: at this size it cannot teach retrieval.")
     return "\n".join(lines)
+
+
+def teacher_description(settings: dict[str, Any]) -> str:
+    """How the run's teacher was made: adapted by the benchmark, or the ``--teacher-adapter`` it was given (with
+    that adapter's training files, from its ``adaptation_report.json``)."""
+    adapter = settings.get("teacher_adapter")
+    if not adapter:
+        return (f"SmolLM2-135M-Instruct, LoRA on {settings['teacher_pairs']} STS-B graded pairs + the mined SICK / "
+                f"SNLI examples, {settings['prompt_preset']} prompts")
+    report = Path(adapter) / "adaptation_report.json"
+    trained = json.loads(report.read_text())["settings"] if report.is_file() else {}
+    files = [Path(name).name if Path(name).suffix else Path(name).name + "/"
+             for name in [*trained.get("train_pairs", []), *trained.get("train_mined", [])]]
+    objective = trained.get("config", {})
+    return (f"SmolLM2-135M-Instruct with the adapter {Path(adapter).name} (`--teacher-adapter`; trained on "
+            f"{', '.join(files) or 'files not recorded'}, {objective.get('pair_objective', '?')} pairs, "
+            f"{objective.get('mined_objective', '?')} mined examples, {trained.get('prompt_preset')} prompts)")
 
 
 def write_report(work: Path, ledger: Ledger, report: Path, sizes: dict[str, Any]) -> str:
@@ -253,8 +274,7 @@ def write_report(work: Path, ledger: Ledger, report: Path, sizes: dict[str, Any]
     text = "\n".join([
         "# Quality at scale", "", f"Command: `{ledger.data['invocations'][0]['command']}`", "",
         f"Training data: {json.dumps(sizes)}; NLI test: the other half of SNLI dev (split by premise, seed "
-        f"{settings['seed']}); teacher: SmolLM2-135M-Instruct, LoRA on {settings['teacher_pairs']} STS-B graded "
-        f"pairs + the mined SICK / SNLI examples, {settings['prompt_preset']} prompts; heads-only rows: "
+        f"{settings['seed']}); teacher: {teacher_description(settings)}; heads-only rows: "
         f"{settings['heads_epochs']:g} epochs on cached frozen states; end-to-end rows and bi-encoder: "
         f"{settings['epochs']:g} epoch(s).", "",
         render_table(table), "",

@@ -187,3 +187,82 @@ def test_every_row_trains_on_its_own_data_and_the_curve_on_its_subsets(tmp_path,
         assert trained[name] == str(scored[bench.ROWS[name].data]), name
     assert trained["heads_gold_graded"] == trained["bi_cosent"] == str(tmp_path / "pairs")
     assert all(trained[f"{name}@256"] == str(tmp_path / "q256") for name in bench.CURVE_ROWS)
+
+
+def _recorded_run(tmp_path, monkeypatch, argv: list[str]) -> tuple[dict[str, str], list[tuple], list[list[str]]]:
+    """``run_rows`` with every command and evaluation recorded: (trained rows -> data, evaluations, commands)."""
+    from common import embedded_models
+
+    trained: dict[str, str] = {}
+    evaluated: list[tuple] = []
+    commands: list[list[str]] = []
+
+    class RecordingLedger:
+        def stage(self, name, output, build):
+            build(output)
+            return output
+
+    def record(command):
+        commands.append(list(command))
+        if "--output_dir" in command:
+            trained[Path(command[command.index("--output_dir") + 1]).name] = command[
+                command.index("--train_dataset") + 1]
+
+    monkeypatch.setattr(bench, "sh", record)
+    monkeypatch.setattr(bench, "evaluate_row", lambda ledger, work, name, kind, path, tasks, args, adapter=None:
+                        evaluated.append((name, tuple(tasks), adapter)))
+    monkeypatch.setattr(embedded_models, "minilm_dir", lambda: "MINILM")
+    args = bench.parse_args(argv)
+    scored = {"full": tmp_path / "scored", "stsb_pairs": tmp_path / "pairs", "q256": tmp_path / "q256"}
+    bench.run_rows(RecordingLedger(), tmp_path, "BACKBONE", tmp_path / "teacher", scored, args)
+    return trained, evaluated, commands
+
+
+def test_rows_and_no_scifact_run_only_the_chosen_rows_and_their_curve(tmp_path, monkeypatch):
+    trained, evaluated, _ = _recorded_run(tmp_path, monkeypatch, [
+        "--rows", "teacher", "heads_spec", "bi_encoder", "e2e_spec", "--no-scifact", "--curve", "256"])
+    assert set(trained) == {"heads_spec", "bi_encoder", "e2e_spec", "heads_spec@256", "bi_encoder@256"}
+    assert [name for name, _, _ in evaluated] == ["teacher", "heads_spec", "bi_encoder", "heads_spec@256",
+                                                  "bi_encoder@256", "e2e_spec"]
+    assert all(tasks == ("sts", "nli") for _, tasks, _ in evaluated)
+
+
+def test_a_given_teacher_adapter_reranks_scifact_and_no_teacher_is_adapted(tmp_path, monkeypatch):
+    adapter = tmp_path / "my_teacher"
+    _, evaluated, commands = _recorded_run(tmp_path, monkeypatch, [
+        "--rows", "heads_spec", "--curve", "--teacher-adapter", str(adapter)])
+    assert not any("teacher.adapt" in command for command in commands)
+    scifact = [(name, adapter_path) for name, tasks, adapter_path in evaluated if tasks == ("scifact",)]
+    assert scifact == [("bm25", None), ("teacher_scifact", str(adapter)), ("heads_spec", None)]  # minilm: not in --rows
+
+
+def test_an_unknown_row_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(["--rows", "heads_spec", "no_such_row"])
+    assert exit_info.value.code == 2 and "no_such_row" in capsys.readouterr().err
+
+
+def test_the_report_names_a_given_adapter_and_lists_only_the_rows_run(tmp_path):
+    work, report, adapter = tmp_path / "work", tmp_path / "report", tmp_path / "mix"
+    adapter.mkdir()
+    (adapter / "adaptation_report.json").write_text(json.dumps({"settings": {
+        "train_pairs": ["/d/stsb/train.jsonl"], "train_mined": ["/runs/mined_scifact"], "prompt_preset": "short",
+        "config": {"pair_objective": "cosent", "mined_objective": "listwise"}}}))
+    scored_dataset(num_batches=4, batch_size=4).save_to_disk(str(work / "scored"))
+    argv = ["--rows", "teacher", "heads_spec", "bi_encoder", "--no-scifact", "--curve", "--teacher-adapter",
+            str(adapter)]
+    settings = bench.settings_of(bench.parse_args(argv))
+    results = {name: {"sts": {"spearman": sts}, "nli": {"average_precision": nli}}
+               for name, sts, nli in (("teacher", 0.8, 0.6), ("bi_encoder", 0.6, 0.5), ("heads_spec", 0.7, 0.58))}
+    (work / "results.json").write_text(json.dumps({"settings": settings, "stage_seconds": {}, "results": results,
+                                                   "invocations": [{"command": "CMD", "seconds": 1.0}]}))
+    for name, value in (("teacher", 0.8), ("heads_spec", 0.7), ("bi_encoder", 0.6)):
+        _write(work, name, "sts", value, [1.0, 2.0, 3.0, 4.0])
+
+    bench.main(["--work", str(work), "--report", str(report), "--report-only", *argv])
+
+    text = report.with_suffix(".md").read_text()
+    assert "adapter mix (`--teacher-adapter`; trained on train.jsonl, mined_scifact/, cosent pairs" in text
+    assert [entry["row"] for entry in json.loads(report.with_suffix(".json").read_text())["table"]] == [
+        "teacher", "heads_spec", "bi_encoder"]
+    assert "Not run (`--no-scifact`)." in text and "all-MiniLM" not in text

@@ -27,7 +27,7 @@ def test_the_report_judges_each_teacher_against_minilm_and_bm25_and_draws_the_cu
     measured = {"minilm": {"sts": 0.82, "nli": 0.65, "scifact": 0.70}, "bm25": {"scifact": 0.79},
                 "teacher_good": {"sts": 0.85, "nli": 0.86, "scifact": 0.80},
                 "teacher_weak": {"sts": 0.81, "nli": 0.90, "scifact": 0.50},
-                "checkpoint_100": {"sts": 0.40}, "checkpoint_200": {"sts": 0.78}}
+                "checkpoint_curve_100": {"sts": 0.40}, "checkpoint_curve_200": {"sts": 0.78}}
     calls = []
 
     def fake_evaluate(work, name, kind, path, adapter, tasks, args):
@@ -68,7 +68,7 @@ def test_students_train_on_pairs_labelled_at_each_gold_weight_by_the_first_teach
 
     monkeypatch.setattr(bench_teacher, "sh", fake_sh)
     monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: {
-        task: {"student_gold1": 0.60, "student_gold0.5": 0.70}.get(name, 0.5) for task in tasks})
+        task: {"student_gold1": 0.60, "student_t_gold0.5": 0.70}.get(name, 0.5) for task in tasks})
     adapter = _checkpoint(tmp_path / "adapter", 10, 0.5)
     args = ["--work", str(tmp_path / "work"), "--report", str(tmp_path / "r"), "--backbone", "B", "--data",
             str(REPO.parent / "shared" / "data"), "--teacher", f"t={adapter}", "--gold-weights", "1", "0.5"]
@@ -78,12 +78,17 @@ def test_students_train_on_pairs_labelled_at_each_gold_weight_by_the_first_teach
     assert all(command[command.index("--adapter") + 1] == str(adapter) for command in labelled)
     trained = [command for command in commands if "train.py" in command]
     assert [command[command.index("--train_dataset") + 1] for command in trained] == [
-        str(tmp_path / "work" / "pairs_gold1"), str(tmp_path / "work" / "pairs_gold0.5")]
+        str(tmp_path / "work" / "pairs_gold1"), str(tmp_path / "work" / "pairs_t_gold0.5")]
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
-    assert rows["student, gold weight 0.5"]["metrics"] == {"sts": 0.70, "nli": 0.70}
+    assert rows["student of t, gold weight 0.5"]["metrics"] == {"sts": 0.70, "nli": 0.70}
+    assert rows["student, gold labels alone"]["metrics"] == {"sts": 0.60, "nli": 0.60}
     commands.clear()
     bench_teacher.main(args)  # a second run finds every stage built
     assert commands == []
+    other = _checkpoint(tmp_path / "other", 10, 0.5)
+    bench_teacher.main([*args[:-5], "--teacher", f"u={other}", "--gold-weights", "1", "0.5"])
+    assert [Path(command[command.index("--output") + 1]).name for command in commands
+            if "teacher.label_pairs" in command] == ["pairs_u_gold0.5"]  # gold alone is shared between teachers
 
 
 @pytest.mark.parametrize("option, message", [
