@@ -162,25 +162,8 @@ def test_report_only_writes_the_table_agreement_curve_and_scifact_without_touchi
 
 
 def test_every_row_trains_on_its_own_data_and_the_curve_on_its_subsets(tmp_path, monkeypatch):
-    from common import embedded_models
-
-    trained: dict[str, str] = {}
-
-    class RecordingLedger:
-        def stage(self, name, output, build):
-            build(output)
-            return output
-
-    def record(command):
-        trained[Path(command[command.index("--output_dir") + 1]).name] = command[command.index("--train_dataset") + 1]
-
-    monkeypatch.setattr(bench, "sh", record)
-    monkeypatch.setattr(bench, "evaluate_row", lambda *args, **kwargs: None)
-    monkeypatch.setattr(bench, "run_scifact", lambda *args, **kwargs: None)
-    monkeypatch.setattr(embedded_models, "minilm_dir", lambda: "MINILM")
-    args = bench.parse_args(["--curve", "256"])
+    trained, _, _ = _recorded_run(tmp_path, monkeypatch, ["--curve", "256"])
     scored = {"full": tmp_path / "scored", "stsb_pairs": tmp_path / "pairs", "q256": tmp_path / "q256"}
-    bench.run_rows(RecordingLedger(), tmp_path, "BACKBONE", tmp_path / "teacher", scored, args)
     trained_rows = {name for name, row in bench.ROWS.items() if row.kind != "none"}
     assert set(trained) == trained_rows | {f"{name}@256" for name in bench.CURVE_ROWS}
     for name in trained_rows:
