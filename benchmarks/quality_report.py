@@ -256,8 +256,8 @@ def teacher_description(settings: dict[str, Any]) -> str:
                 f"SNLI examples, {settings['prompt_preset']} prompts")
     report = Path(adapter) / "adaptation_report.json"
     trained = json.loads(report.read_text())["settings"] if report.is_file() else {}
-    files = [Path(name).name if Path(name).suffix else Path(name).name + "/"
-             for name in [*trained.get("train_pairs", []), *trained.get("train_mined", [])]]
+    files = ["/".join(Path(name).parts[-2:]) for name in trained.get("train_pairs", [])]
+    files += [Path(name).name + "/" for name in trained.get("train_mined", [])]
     objective = trained.get("config", {})
     return (f"SmolLM2-135M-Instruct with the adapter {Path(adapter).name} (`--teacher-adapter`; trained on "
             f"{', '.join(files) or 'files not recorded'}, {objective.get('pair_objective', '?')} pairs, "

@@ -245,7 +245,7 @@ def test_the_report_names_a_given_adapter_and_lists_only_the_rows_run(tmp_path):
     bench.main(["--work", str(work), "--report", str(report), "--report-only", *argv])
 
     text = report.with_suffix(".md").read_text()
-    assert "adapter mix (`--teacher-adapter`; trained on train.jsonl, mined_scifact/, cosent pairs" in text
+    assert "adapter mix (`--teacher-adapter`; trained on stsb/train.jsonl, mined_scifact/, cosent pairs" in text
     assert [entry["row"] for entry in json.loads(report.with_suffix(".json").read_text())["table"]] == [
         "teacher", "heads_spec", "bi_encoder"]
     assert "Not run (`--no-scifact`)." in text and "all-MiniLM" not in text
