@@ -234,12 +234,15 @@ def render_curve(points: dict[str, list[tuple[int, dict]]], teacher: dict[str, f
     return "\n".join(lines)
 
 
-def render_scifact(results: dict[str, Any]) -> str:
+def render_scifact(results: dict[str, Any], given_teacher: bool = False) -> str:
+    """The SciFact table; ``given_teacher``: the reranking teacher is the ``--teacher-adapter``, not adapted here."""
     if all(metric(results, name, "scifact") is None for name in SCIFACT_ROWS):
         return "Not run (`--no-scifact`)."
+    labels = {**SCIFACT_LABELS, **({"teacher_scifact": "the teacher (`--teacher-adapter`), reranking BM25"}
+                                   if given_teacher else {})}
     lines = ["| row | SciFact NDCG@10 |", "| --- | ---: |"]
     for name in SCIFACT_ROWS:
-        label = SCIFACT_LABELS.get(name) or ROWS[name].label
+        label = labels.get(name) or ROWS[name].label
         lines.append(f"| {label} | {_fmt(metric(results, name, 'scifact'), '.4f')} |")
     bm25, teacher = metric(results, "bm25", "scifact"), metric(results, "teacher_scifact", "scifact")
     if None not in (bm25, teacher) and teacher <= bm25:
@@ -282,7 +285,7 @@ def write_report(work: Path, ledger: Ledger, report: Path, sizes: dict[str, Any]
         f">= +{POINTS_TARGET:g} points and >= {GAP_TARGET:.0%} of the gap, on STS-B and on NLI.", "",
         "## Learning curve", "", render_curve(curve, teacher, report.with_suffix(".png")), "",
         f"![learning curve]({report.with_suffix('.png').name})", "",
-        "## SciFact", "", render_scifact(results), "",
+        "## SciFact", "", render_scifact(results, bool(settings.get("teacher_adapter"))), "",
         "Stage times (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in stages.items()), "",
         f"Total wall time: {total:.0f} s ({total / 60:.1f} min) over {len(ledger.data['invocations'])} "
         "invocation(s).",

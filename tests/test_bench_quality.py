@@ -249,3 +249,9 @@ def test_the_report_names_a_given_adapter_and_lists_only_the_rows_run(tmp_path):
     assert [entry["row"] for entry in json.loads(report.with_suffix(".json").read_text())["table"]] == [
         "teacher", "heads_spec", "bi_encoder"]
     assert "Not run (`--no-scifact`)." in text and "all-MiniLM" not in text
+    results["bm25"] = {"scifact": {"ndcg_at_10": 0.6}}
+    results["teacher_scifact"] = {"scifact": {"ndcg_at_10": 0.5}}
+    from benchmarks.quality_report import render_scifact
+
+    assert "| the teacher (`--teacher-adapter`), reranking BM25 | 0.5000 |" in render_scifact(results, True)
+    assert "| teacher adapted on SciFact train, reranking BM25 | 0.5000 |" in render_scifact(results)
