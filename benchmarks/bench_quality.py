@@ -342,6 +342,11 @@ def training_sizes(scored: Path) -> dict[str, Any]:
             "negatives": len(batches[0]["negatives"][0])}
 
 
+def chosen(names: Sequence[str], args: argparse.Namespace) -> list[str]:
+    """``names`` that ``--rows`` asks for, in their order."""
+    return [name for name in names if name in args.rows]
+
+
 def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: dict[str, Path],
              args: argparse.Namespace) -> None:
     """Train (where the row is trained) and evaluate every row of ``args.rows``, their curve points, the SciFact
@@ -365,14 +370,14 @@ def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: d
         evaluate_row(ledger, work, name + suffix, kind(name), path, ("sts", "nli"), args,
                      adapter=str(adapter) if name == "teacher" else None)
 
-    for name in (name for name in RUN_ORDER if name in args.rows):
+    for name in chosen(RUN_ORDER, args):
         row(name)
     for size in args.curve:
-        for name in (name for name in CURVE_ROWS if name in args.rows):
+        for name in chosen(CURVE_ROWS, args):
             row(name, f"q{size}", f"@{size}")
     if args.scifact:
         run_scifact(ledger, work, backbone, args)
-    for name in (name for name in LAST_ROWS if name in args.rows):
+    for name in chosen(LAST_ROWS, args):
         row(name)
 
 
@@ -391,11 +396,12 @@ def run_scifact(ledger: Ledger, work: Path, backbone: str, args: argparse.Namesp
         adapter = ledger.stage("adapt teacher_scifact", work / "teacher_scifact", lambda out: sh(
             adapt_command(backbone, out, [], [mined], None, args)))
     evaluate_row(ledger, work, "teacher_scifact", "teacher", backbone, ("scifact",), args, adapter=str(adapter))
-    for name, kind, path in (("heads_spec", "d2llm", work / "models" / "heads_spec"),
-                             ("bi_encoder", "bi-encoder", work / "models" / "bi_encoder"),
-                             ("minilm", "sentence-transformers", minilm_dir())):
-        if name in args.rows:
-            evaluate_row(ledger, work, name, kind, str(path), ("scifact",), args)
+    paths = {"heads_spec": ("d2llm", work / "models" / "heads_spec"),
+             "bi_encoder": ("bi-encoder", work / "models" / "bi_encoder"),
+             "minilm": ("sentence-transformers", minilm_dir())}
+    for name in chosen(list(paths), args):
+        kind, path = paths[name]
+        evaluate_row(ledger, work, name, kind, str(path), ("scifact",), args)
 
 
 def export(out: Path) -> None:
