@@ -68,4 +68,6 @@ def main(argv: Sequence[str] | None = None) -> Trainer:
 
 
 if __name__ == "__main__":
-    main()
+    from common.cli_errors import run_command
+
+    run_command(main)

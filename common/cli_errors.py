@@ -15,11 +15,24 @@ def report_bad_input(error: BaseException) -> int:
     return BAD_INPUT_STATUS
 
 
+def close_process_group() -> None:
+    """Under a multi-process launch, wait for every process, then close the process group.
+
+    A process that exits while another still holds the gloo group open can abort ("terminate called without an
+    active exception", SIGABRT) and take the launch down with it. Without torch.distributed in use: nothing.
+    """
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
+
+
 def run_command(main: Callable[[], object], *bad_input: type[Exception]) -> None:
-    """Run a command's ``main``; an error of the ``bad_input`` kinds (whose messages name the file, row and column)
-    ends the process with ``error: MESSAGE`` on one line and status 2. Other errors are bugs: they keep their
-    traceback."""
+    """Run a command's ``main``, then close the process group of a multi-process launch; an error of the
+    ``bad_input`` kinds (whose messages name the file, row and column) ends the process with ``error: MESSAGE``
+    on one line and status 2. Other errors are bugs: they keep their traceback."""
     try:
         main()
     except bad_input as error:
         sys.exit(report_bad_input(error))
+    close_process_group()
