@@ -88,6 +88,14 @@ def teacher_rows(specs: Sequence[str]) -> dict[str, Path]:
     return rows
 
 
+def teacher_model(backbone: str, folder: Path) -> tuple[str, str | None]:
+    """(model, adapter) that load a teacher folder: a LoRA adapter on ``backbone``, or a whole model
+    (``teacher.adapt --method full``) on its own."""
+    if (folder / "adapter_config.json").is_file():
+        return backbone, str(folder)
+    return str(folder), None
+
+
 def curve_checkpoints(folder: str | None) -> dict[int, Path]:
     """{step: checkpoint folder} of every ``checkpoint-N`` under ``folder``."""
     if folder is None:
@@ -203,9 +211,11 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
         tag = f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}"
         name = f"student_{tag}"
         pairs = work / f"pairs_{tag}"
+        model_path, adapter_path = teacher_model(backbone, adapter)
         build_once(pairs, lambda out, weight=weight: sh([
-            PYTHON, "-m", "teacher.label_pairs", stsb, "--output", str(out), "--teacher", backbone, "--adapter",
-            str(adapter), "--gold-weight", str(weight), "--seed", str(args.seed), "--dtype", "float32"]),
+            PYTHON, "-m", "teacher.label_pairs", stsb, "--output", str(out), "--teacher", model_path,
+            *(["--adapter", adapter_path] if adapter_path else []), "--gold-weight", str(weight), "--seed",
+            str(args.seed), "--dtype", "float32"]),
             {"adapter": str(adapter), "seed": args.seed} if weight != 1 else {"seed": args.seed})
         model = work / name
         build_once(model, lambda out, pairs=pairs: sh(train_command(
@@ -234,12 +244,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = {name: {"metrics": evaluate(work, name, kind, paths[name], None, tasks, args)}
             for name, (kind, tasks) in BASELINES.items()}
     for name, adapter in teachers.items():
-        rows[name] = {"metrics": evaluate(work, f"teacher_{name}", "teacher", args.backbone, str(adapter),
+        rows[name] = {"metrics": evaluate(work, f"teacher_{name}", "teacher", *teacher_model(args.backbone, adapter),
                                           tuple(TASKS), args), "cost": adaptation_cost(adapter)}
     if args.gold_weights:
         rows.update(student_rows(work, args.backbone, *next(iter(teachers.items())), args))
     curve = [{"step": step, "dev": dev_metrics(folder),
-              "test": evaluate(work, curve_row(args.curve, step), "teacher", args.backbone, str(folder),
+              "test": evaluate(work, curve_row(args.curve, step), "teacher", *teacher_model(args.backbone, folder),
                                args.curve_tasks, args)} for step, folder in checkpoints.items()]
     results = {"command": " ".join(["python", "benchmarks/bench_teacher.py", *(argv or sys.argv[1:])]),
                "rows": rows, "curve": curve,

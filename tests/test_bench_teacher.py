@@ -91,6 +91,34 @@ def test_students_train_on_pairs_labelled_at_each_gold_weight_by_the_first_teach
             if "teacher.label_pairs" in command] == ["pairs_u_gold0.5"]  # gold alone is shared between teachers
 
 
+def test_a_fully_fine_tuned_teacher_loads_as_its_own_model_not_as_an_adapter_on_the_backbone(tmp_path, monkeypatch):
+    commands, evaluated = [], []
+
+    def fake_sh(command):
+        commands.append(command)
+        flag = "--output" if "--output" in command else "--output_dir"
+        Path(command[command.index(flag) + 1]).mkdir(parents=True)
+
+    monkeypatch.setattr(bench_teacher, "sh", fake_sh)
+    monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: (
+        evaluated.append((name, path, adapter)) or {task: 0.5 for task in tasks}))
+    full = _checkpoint(tmp_path / "full", 10, 0.5)
+    (full / "adapter_config.json").unlink()
+    (full / "config.json").write_text("{}")
+    lora = _checkpoint(tmp_path / "lora", 10, 0.5)
+    bench_teacher.main(["--work", str(tmp_path / "work"), "--report", str(tmp_path / "r"), "--backbone", "B",
+                        "--data", str(REPO.parent / "shared" / "data"), "--teacher", f"full={full}", "--teacher",
+                        f"lora={lora}", "--gold-weights", "0.5"])
+    assert ("teacher_full", str(full), None) in evaluated
+    assert ("teacher_lora", "B", str(lora)) in evaluated
+    [labelled] = [command for command in commands if "teacher.label_pairs" in command]
+    assert _option_value(labelled, "--teacher") == str(full) and "--adapter" not in labelled
+
+
+def _option_value(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
 @pytest.mark.parametrize("option, message", [
     (["--teacher", "no-equals-sign"], "expected NAME=ADAPTER_FOLDER"),
     (["--teacher", "x=/no/such/folder"], "holds no adapter_config.json"),
