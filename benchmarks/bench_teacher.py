@@ -6,7 +6,8 @@
 Rows, each task measured once and kept in ``WORK/evaluations`` (a killed run resumes; each row runs in a child
 process so its memory is given back):
 
-* every ``--teacher NAME=ADAPTER`` (the ablation: one adapter per recipe, trained on the same data and steps):
+* every ``--teacher NAME=ADAPTER`` (the ablation: one adapter per recipe, trained on the same data and steps; a
+  LoRA adapter on ``--backbone``, or the whole model that ``teacher.adapt --method full`` wrote):
   STS-B test (all 1,379 pairs, Spearman), NLI average precision on the test half of SNLI dev (split by premise
   with ``--seed``, as ``bench_quality.py`` does) and SciFact NDCG@10 reranking BM25's top ``--rerank-depth`` on
   ``bench_quality.py``'s slice (``--scifact-queries`` test queries over ``--scifact-docs`` documents);
@@ -58,7 +59,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--work", required=True, help="folder for the SNLI split and every evaluation (resumable)")
     add("--report", required=True, help="REPORT path without extension: REPORT.md, .json and .png are written")
     add("--backbone", required=True, help="the teacher's causal-LM folder")
-    add("--teacher", action="append", default=[], metavar="NAME=ADAPTER", help="an adapted teacher (repeatable)")
+    add("--teacher", action="append", default=[], metavar="NAME=ADAPTER",
+        help="an adapted teacher: LoRA adapter or --method full model folder (repeatable)")
     add("--curve", help="a folder of checkpoint-N adapters (with their prompts and settings files), e.g. the "
                         "--checkpoint-dir of python -m teacher.adapt --keep-checkpoints")
     add("--curve-tasks", nargs="+", default=["sts"], choices=sorted(TASKS))
