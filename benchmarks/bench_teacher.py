@@ -209,11 +209,11 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
     of another teacher in the same ``--work`` are trained and evaluated anew, not read back."""
     stsb = str(Path(args.data) / "en" / "stsb" / "train.jsonl")
     rows = {}
+    model_path, adapter_path = teacher_model(backbone, adapter)
     for weight in args.gold_weights:
         tag = f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}"
         name = f"student_{tag}"
         pairs = work / f"pairs_{tag}"
-        model_path, adapter_path = teacher_model(backbone, adapter)
         build_once(pairs, lambda out, weight=weight: sh([
             PYTHON, "-m", "teacher.label_pairs", stsb, "--output", str(out), "--teacher", model_path,
             *(["--adapter", adapter_path] if adapter_path else []), "--gold-weight", str(weight), "--seed",
