@@ -4,9 +4,10 @@
 
 Every stage is one of the project's own commands (or, for evaluation, ``evaluate_model``'s code in a child process)
 and is built with ``common.stages.build_once``: its output appears in one rename when it is complete, so a killed run
-started again resumes from its finished stages and recomputes nothing. ``WORK/results.json`` records the settings,
-each stage's seconds and each (row, task) result as soon as it is known. ``--report-only`` rewrites the report from
-what WORK holds.
+started again resumes from its finished stages and recomputes nothing. An evaluation is kept with the digest of the
+weights and the settings it was measured with, and measured again when they change. ``WORK/results.json`` records
+the settings, each stage's seconds and each (row, task) result as soon as it is known. ``--report-only`` rewrites
+the report from what WORK holds.
 
 Data (seeded with ``--seed``):
 
@@ -285,15 +286,53 @@ def load_row_scorer(kind: str, path: str, adapter: str | None, args: argparse.Na
     return load_scorer(path, kind)
 
 
-def evaluate_tasks(work: Path, name: str, kind: str, path: str, adapter: str | None, tasks: list[str],
-                   args: argparse.Namespace) -> None:
-    """(Child process.) Evaluate one row; each task's result (with the STS-B scores) is written when known."""
+def evaluation_identity(kind: str, path: str, adapter: str | None, tasks: Sequence[str], args: argparse.Namespace
+                        ) -> dict[str, dict[str, Any]]:
+    """{task: what its result depends on}: the row's kind, the bytes of its model and adapter (``saved_digest``;
+    a name that is not on disk, such as a hub id, stands for itself) and the settings that task reads."""
+    from common.fingerprints import saved_digest
+
+    def digest(location: str | None) -> str | None:
+        return saved_digest(location) if location and Path(location).exists() else location or None
+
+    model = {"kind": kind, "model": digest(path), "adapter": digest(adapter)}
+    if kind == "teacher":
+        model["teacher_passage_tokens"] = args.teacher_passage_tokens
+    settings = {"sts": {}, "nli": {"seed": args.seed},
+                "scifact": {"seed": args.seed, "queries": args.scifact_queries, "documents": args.scifact_docs,
+                            **({"rerank_depth": args.rerank_depth} if kind == "teacher" else {})}}
+    return {task: {**model, **settings[task]} for task in tasks}
+
+
+def evaluated(work: Path, name: str, kind: str, path: str, adapter: str | None, tasks: Sequence[str],
+              args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """{task: result} of one row. A task runs (in a child process) unless ``WORK/evaluations`` holds its result
+    for the same ``evaluation_identity``: one recorded for other weights or settings is measured again, and says so."""
+    identities = evaluation_identity(kind, path, adapter, tasks, args)
+    pending = {}
+    for task, identity in identities.items():
+        file = evaluation_file(work, name, task)
+        if file.exists() and json.loads(file.read_text()).get("identity") == identity:
+            continue
+        if file.exists():
+            print(f"[evaluate {name} / {task}] the result on record is of other weights or settings: "
+                  "measured again", flush=True)
+        pending[task] = identity
+    if pending:
+        isolated(evaluate_tasks, work, name, kind, path, adapter, pending, args)
+    return {task: json.loads(evaluation_file(work, name, task).read_text()) for task in tasks}
+
+
+def evaluate_tasks(work: Path, name: str, kind: str, path: str, adapter: str | None,
+                   identities: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    """(Child process.) Evaluate one row on each task of ``identities``; each result (with the STS-B scores and
+    its identity) is written when known."""
     from evaluation import tasks as evaluation_tasks
     from common import metrics
 
     data = load_eval_data(args, work / "snli")
     scorer = load_row_scorer(kind, path, adapter, args)
-    for task in tasks:
+    for task, identity in identities.items():
         start = time.perf_counter()
         if task == "sts":
             scores = scorer.score_pairs(data.sts.first, data.sts.second, "symmetric")
@@ -307,6 +346,7 @@ def evaluate_tasks(work: Path, name: str, kind: str, path: str, adapter: str | N
         else:
             result = evaluation_tasks.evaluate_retrieval(scorer, data.scifact)
         result["seconds"] = round(time.perf_counter() - start, 1)
+        result["identity"] = identity
         write_json(evaluation_file(work, name, task), result)
         print(f"[evaluate {name} / {task}] {TASKS[task][1]} {result[TASKS[task][1]]:.4f} "
               f"({result['seconds']:.0f} s)", flush=True)
@@ -314,13 +354,10 @@ def evaluate_tasks(work: Path, name: str, kind: str, path: str, adapter: str | N
 
 def evaluate_row(ledger: Ledger, work: Path, name: str, kind: str, path: str, tasks: Sequence[str],
                  args: argparse.Namespace, adapter: str | None = None) -> None:
-    """Every task of a row not measured yet, in a child process; results go to the ledger."""
-    pending = [task for task in tasks if not evaluation_file(work, name, task).exists()]
-    if pending:
-        isolated(evaluate_tasks, work, name, kind, path, adapter, pending, args)
-    for task in tasks:
-        result = json.loads(evaluation_file(work, name, task).read_text())
-        ledger.data["results"].setdefault(name, {})[task] = {k: v for k, v in result.items() if k != "scores"}
+    """Every task of a row (``evaluated``); results go to the ledger."""
+    for task, result in evaluated(work, name, kind, path, adapter, tasks, args).items():
+        ledger.data["results"].setdefault(name, {})[task] = {
+            k: v for k, v in result.items() if k not in ("scores", "identity")}
         ledger.data["stage_seconds"][f"evaluate {name} {task}"] = result["seconds"]
     ledger.save()
 

@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=2 python benchmarks/bench_teacher.py --work /tmp/teacher_report --backbone SMOLLM2_FOLDER \\
         --teacher graded=ADAPTER [--teacher NAME=ADAPTER ...] [--curve CHECKPOINTS] --report docs/results/teacher
 
-Rows, each task measured once and kept in ``WORK/evaluations`` (a killed run resumes; each row runs in a child
-process so its memory is given back):
+Rows, each task measured once per model and settings and kept in ``WORK/evaluations`` (a killed run resumes; a
+row whose weights changed under the same name is measured again); each row runs in a child process so its memory
+is given back:
 
 * every ``--teacher NAME=ADAPTER`` (the ablation: one adapter per recipe, trained on the same data and steps; a
   LoRA adapter on ``--backbone``, or the whole model that ``teacher.adapt --method full`` wrote):
@@ -38,8 +39,8 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quality import PYTHON, evaluate_tasks, isolated, sh, train_command, write_snli_halves  # noqa: E402
-from benchmarks.quality_report import TASKS, Row, evaluation_file, write_json  # noqa: E402
+from benchmarks.bench_quality import PYTHON, evaluated, sh, train_command, write_snli_halves  # noqa: E402
+from benchmarks.quality_report import TASKS, Row, write_json  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
 from common.stages import build_once, write_whole  # noqa: E402
 from teacher.model import adapter_files  # noqa: E402
@@ -129,11 +130,9 @@ def dev_metrics(checkpoint: Path) -> dict[str, float]:
 
 def evaluate(work: Path, name: str, kind: str, path: str, adapter: str | None, tasks: Sequence[str],
              args: argparse.Namespace) -> dict[str, float]:
-    """{task: metric} of one row; tasks not measured yet run first, in a child process."""
-    pending = [task for task in tasks if not evaluation_file(work, name, task).exists()]
-    if pending:
-        isolated(evaluate_tasks, work, name, kind, path, adapter, pending, args)
-    return {task: json.loads(evaluation_file(work, name, task).read_text())[TASKS[task][1]] for task in tasks}
+    """{task: metric} of one row (``bench_quality.evaluated``: measured unless on record for these weights)."""
+    return {task: result[TASKS[task][1]]
+            for task, result in evaluated(work, name, kind, path, adapter, tasks, args).items()}
 
 
 def adaptation_cost(adapter: Path) -> dict[str, Any]:

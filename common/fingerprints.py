@@ -4,14 +4,17 @@
   (the token-state cache of ``distil.token_state_cache``).
 * ``model_fingerprint``: what makes the model's scores (config, PMA/IEM weights, a sample of each backbone tensor);
   for data scored by the whole model (a search index, ``search.py``). Cheap on billions of parameters.
+* ``saved_digest``: the bytes of a saved model (a file, or the files of a folder), for results computed from a model
+  on disk that is not loaded yet (the benchmarks' evaluation files).
 
-Both read the model through its ``config``, ``backbone``, ``backbone_model()`` and ``state_dict()`` only.
+The first two read the model through its ``config``, ``backbone``, ``backbone_model()`` and ``state_dict()`` only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,6 +50,26 @@ def model_fingerprint(model: Any) -> str:
             values = values[::step].to(torch.bfloat16)
         digest.update(values.float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def saved_digest(path: str | Path) -> str:
+    """sha256 of a saved model: a file's bytes, or each top-level file of a folder (its name, then its bytes, in
+    name order; subfolders left out). Where the model lives does not count, only what it holds."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_file():
+        _add_bytes(digest, path)
+    else:
+        for file in sorted(item for item in path.iterdir() if item.is_file()):
+            digest.update(file.name.encode())
+            _add_bytes(digest, file)
+    return digest.hexdigest()
+
+
+def _add_bytes(digest: Any, file: Path) -> None:
+    with file.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
 
 
 def _config_identity(value: Any) -> Any:

@@ -255,3 +255,42 @@ def test_the_report_names_a_given_adapter_and_lists_only_the_rows_run(tmp_path):
 
     assert "| the teacher (`--teacher-adapter`), reranking BM25 | 0.5000 |" in render_scifact(results, True)
     assert "| teacher adapted on SciFact train, reranking BM25 | 0.5000 |" in render_scifact(results)
+
+
+def test_an_evaluation_is_measured_again_when_its_weights_or_settings_change_and_only_then(tmp_path, monkeypatch,
+                                                                                          capsys):
+    measured = []
+
+    def fake_isolated(function, work, name, kind, path, adapter, identities, args):
+        measured.append((name, sorted(identities)))
+        for task, identity in identities.items():
+            bench.write_json(bench.evaluation_file(work, name, task),
+                             {"spearman": 0.5, "average_precision": 0.5, "ndcg_at_10": 0.5, "seconds": 0,
+                              "identity": identity})
+
+    monkeypatch.setattr(bench, "isolated", fake_isolated)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights 1")
+    args = bench.parse_args([])
+
+    def run(folder=model, arguments=args, tasks=("sts", "scifact")):
+        return bench.evaluated(tmp_path / "work", "row", "d2llm", str(folder), None, tasks, arguments)
+
+    assert set(run()) == {"sts", "scifact"} and measured == [("row", ["scifact", "sts"])]
+    run()
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes(b"weights 1")
+    run(copy)
+    assert len(measured) == 1  # same bytes, wherever they live: read back
+    run(arguments=bench.parse_args(["--scifact-queries", "7"]))
+    assert measured[-1] == ("row", ["scifact"])  # the STS-B result does not read that setting
+    (model / "model.safetensors").write_bytes(b"weights 2")  # retrained in the same folder
+    run(arguments=bench.parse_args(["--scifact-queries", "7"]))
+    assert measured[-1] == ("row", ["scifact", "sts"])
+    assert "the result on record is of other weights or settings: measured again" in capsys.readouterr().out
+    legacy = bench.evaluation_file(tmp_path / "work", "row", "sts")
+    legacy.write_text(json.dumps({"spearman": 0.9, "seconds": 0}))  # written before results carried an identity
+    run(tasks=("sts",))
+    assert measured[-1] == ("row", ["sts"])
