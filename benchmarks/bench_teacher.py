@@ -17,9 +17,10 @@ is given back:
   metric the Trainer logged at that step (each checkpoint's ``trainer_state.json``).
 
 * with ``--gold-weights``: students that combine gold labels with the first teacher's scores (docs/method.md (10)).
-  All graded STS-B train pairs are labelled by ``teacher.label_pairs`` at each lambda (1: the gold labels alone,
-  the teacher not run), and a D2LLM student's PMA + IEM train on each for ``--heads-epochs`` on cached token states
-  (``train.py`` with ``configs/main_job.yaml``, as ``bench_quality.py``'s heads rows); each is evaluated on STS-B and
+  The pairs of ``--student-sources`` (default: all graded STS-B train pairs) are labelled by ``teacher.label_pairs``
+  at each lambda (1: the gold labels alone, the teacher not run), and a D2LLM student's PMA + IEM train on each for
+  ``--heads-epochs`` on cached token states (``train.py`` with ``configs/main_job.yaml``, as ``bench_quality.py``'s
+  heads rows), then, with ``--student-epochs N``, end to end (LoRA) for N epochs; each is evaluated on STS-B and
   NLI. The lambda = 1 row is the gold-label baseline the teacher must beat.
 
 Targets (issue 27): STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone. The cost
@@ -50,6 +51,7 @@ class ReportError(ValueError):
     """A --teacher or --curve argument that names nothing usable."""
 
 
+STUDENT_SOURCES = ("stsb", "sick", "snli")
 BASELINES = {"minilm": ("sentence-transformers", ("sts", "nli", "scifact")), "bm25": ("bm25", ("scifact",))}
 
 
@@ -74,6 +76,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--gold-weights", type=float, nargs="*", default=[], metavar="LAMBDA",
         help="students on STS-B train labelled at each lambda by the first --teacher (1: gold alone)")
     add("--heads-epochs", type=float, default=4.0, help="students: epochs of PMA + IEM on cached token states")
+    add("--student-epochs", type=float, default=0.0,
+        help="students: 0 trains PMA + IEM alone; N > 0 then trains them end to end (LoRA) for N epochs")
+    add("--student-sources", nargs="+", default=["stsb"], choices=STUDENT_SOURCES,
+        help="students: the pairs they learn from (stsb, sick: the train splits; snli: the SNLI training half)")
     add("--max-tokens", type=int, default=128, help="students: tokens per text")
     return parser.parse_args(argv)
 
@@ -201,31 +207,46 @@ def plot(results: dict[str, Any], png: Path) -> None:
     plt.close(figure)
 
 
+def student_source_files(data: Path, work: Path, sources: Sequence[str]) -> list[str]:
+    """The pairs files of ``--student-sources``: STS-B and SICK train, and the SNLI half this report trains on."""
+    files = {"stsb": data / "en" / "stsb" / "train.jsonl", "sick": data / "en" / "sick" / "train.jsonl",
+             "snli": work / "snli" / "train.jsonl"}
+    return [str(files[source]) for source in sources]
+
+
 def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: argparse.Namespace
                  ) -> dict[str, dict[str, Any]]:
-    """One heads-only D2LLM student per ``--gold-weights`` lambda, on STS-B train labelled by the teacher row
-    ``teacher`` (``adapter``). Below lambda = 1 the teacher's name is part of every file name, so that the students
-    of another teacher in the same ``--work`` are trained and evaluated anew, not read back."""
-    stsb = str(Path(args.data) / "en" / "stsb" / "train.jsonl")
+    """One D2LLM student per ``--gold-weights`` lambda, on the ``--student-sources`` pairs labelled by the teacher
+    row ``teacher`` (``adapter``): PMA + IEM on cached token states, then ``--student-epochs`` end to end. Below
+    lambda = 1 the teacher's name is part of every file name, and so are the sources and the end-to-end epochs
+    where they differ from the defaults, so that other students in the same ``--work`` are trained anew."""
+    sources = student_source_files(Path(args.data), work, args.student_sources)
+    variant = ("" if args.student_sources == ["stsb"] else "_" + "-".join(args.student_sources))
+    end_to_end = f"_e2e{args.student_epochs:g}" if args.student_epochs else ""
+    detail = ", ".join([*([f"on {'+'.join(args.student_sources)}"] if variant else []),
+                        *([f"end to end {args.student_epochs:g} epochs"] if end_to_end else [])])
     rows = {}
     model_path, adapter_path = teacher_model(backbone, adapter)
     for weight in args.gold_weights:
-        tag = f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}"
-        name = f"student_{tag}"
+        tag = (f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}") + variant
+        name = f"student_{tag}{end_to_end}"
         pairs = work / f"pairs_{tag}"
         build_once(pairs, lambda out, weight=weight: sh([
-            PYTHON, "-m", "teacher.label_pairs", stsb, "--output", str(out), "--teacher", model_path,
+            PYTHON, "-m", "teacher.label_pairs", *sources, "--output", str(out), "--teacher", model_path,
             *(["--adapter", adapter_path] if adapter_path else []), "--gold-weight", str(weight), "--seed",
             str(args.seed), "--dtype", "float32"]),
             {"adapter": str(adapter), "seed": args.seed} if weight != 1 else {"seed": args.seed})
         model = work / name
-        build_once(model, lambda out, pairs=pairs: sh(train_command(
-            Row(name, "heads", student=True), backbone, pairs, work / "token_states", out,
+        row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
+        build_once(model, lambda out, pairs=pairs, row=row: sh(train_command(
+            row, backbone, pairs, work / "token_states", out,
             argparse.Namespace(max_tokens=args.max_tokens, seed=args.seed, heads_epochs=args.heads_epochs,
-                               epochs=0))), {"pairs": str(pairs), "heads_epochs": args.heads_epochs})
+                               epochs=args.student_epochs))),
+            {"pairs": str(pairs), "heads_epochs": args.heads_epochs,
+             **({"epochs": args.student_epochs} if end_to_end else {})})
         label = "student, gold labels alone" if weight == 1 else f"student of {teacher}, gold weight {weight:g}"
-        rows[label] = {"metrics": evaluate(work, name, "d2llm", str(model), None,
-                                                                        ("sts", "nli"), args)}
+        rows[f"{label} ({detail})" if detail else label] = {
+            "metrics": evaluate(work, name, "d2llm", str(model), None, ("sts", "nli"), args)}
     return rows
 
 

@@ -115,6 +115,39 @@ def test_a_fully_fine_tuned_teacher_loads_as_its_own_model_not_as_an_adapter_on_
     assert _option_value(labelled, "--teacher") == str(full) and "--adapter" not in labelled
 
 
+def test_students_can_learn_from_nli_pairs_too_and_train_end_to_end_under_their_own_names(tmp_path, monkeypatch):
+    commands = []
+
+    def fake_sh(command):
+        commands.append(command)
+        flag = "--output" if "--output" in command else "--output_dir"
+        Path(command[command.index(flag) + 1]).mkdir(parents=True)
+
+    monkeypatch.setattr(bench_teacher, "sh", fake_sh)
+    monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: {
+        task: 0.5 for task in tasks})
+    adapter = _checkpoint(tmp_path / "adapter", 10, 0.5)
+    work, data = tmp_path / "work", REPO.parent / "shared" / "data"
+    args = ["--work", str(work), "--report", str(tmp_path / "r"), "--backbone", "B", "--data", str(data),
+            "--teacher", f"t={adapter}", "--gold-weights", "1", "0"]
+    bench_teacher.main(args)
+    heads_only = len(commands)
+    bench_teacher.main([*args, "--student-sources", "stsb", "snli", "--student-epochs", "2"])
+    labelled = [command for command in commands[heads_only:] if "teacher.label_pairs" in command]
+    assert [Path(_option_value(command, "--output")).name for command in labelled] == [
+        "pairs_gold1_stsb-snli", "pairs_t_gold0_stsb-snli"]
+    assert all(command[command.index("teacher.label_pairs") + 1:][:2] == [
+        str(data / "en" / "stsb" / "train.jsonl"), str(work / "snli" / "train.jsonl")] for command in labelled)
+    trained = [command for command in commands[heads_only:] if "train.py" in command]
+    assert [Path(_option_value(command, "--output_dir")).name for command in trained] == [
+        "student_gold1_stsb-snli_e2e2", "student_t_gold0_stsb-snli_e2e2"]
+    assert all(float(_option_value(command, "--num_train_epochs")) == 2 and "--head_warmup_epochs" in command
+               for command in trained)
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert "student of t, gold weight 0 (on stsb+snli, end to end 2 epochs)" in rows
+    assert "student of t, gold weight 0" not in rows  # each invocation reports its own students
+
+
 def _option_value(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
