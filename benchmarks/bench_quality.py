@@ -32,9 +32,9 @@ the same queries, positives and hard negatives, LoRA, ``--epochs``), and the sam
 AnglE on all 5,749 graded STS-B train pairs (pair batches of 32, no teacher); all-MiniLM-L6-v2. The learning curve
 repeats the SPEC heads student and the bi-encoder on the first ``--curve`` queries.
 
-``--teacher-adapter DIR`` scores with an adapter made by ``python -m teacher.adapt`` (and reranks SciFact with it)
-instead of adapting a teacher here; ``--rows`` trains and evaluates only the rows named; ``--no-scifact`` skips the
-SciFact rows.
+``--teacher-adapter DIR`` scores with a teacher made by ``python -m teacher.adapt`` (a LoRA adapter on ``--backbone``
+or, from ``--method full``, a whole model; it also reranks SciFact) instead of adapting a teacher here; ``--rows``
+trains and evaluates only the rows named; ``--no-scifact`` skips the SciFact rows.
 
 At the end: the table (metrics, student - bi-encoder in points, the share of the bi-encoder-to-teacher gap closed,
 the verdicts on both targets), the learning curve as a PNG, the stage times and the total wall time, written to
@@ -188,11 +188,20 @@ def adapt_command(backbone: str, out: Path, pairs: list[str], mined: list[Path],
             "--prompt-preset", args.prompt_preset, "--dtype", "auto"]
 
 
+def teacher_model(backbone: str, folder: Path) -> tuple[str, str | None]:
+    """(model, adapter) that load an adapted teacher's folder: a LoRA adapter on ``backbone``, or a whole model
+    (``teacher.adapt --method full``) on its own."""
+    if (Path(folder) / "adapter_config.json").is_file():
+        return backbone, str(folder)
+    return str(folder), None
+
+
 def score_command(backbone: str, adapter: Path, mined: list[Path], out: Path, shards: Path,
                   args: argparse.Namespace) -> list[str]:
     """``teacher.score``: teacher-scored fixed batches, in-batch scores included (the pairwise term needs them)."""
+    teacher, adapter_path = teacher_model(backbone, adapter)
     return [PYTHON, "-m", "teacher.score", "--input", *map(str, mined), "--output", str(out),
-            "--work-dir", str(shards), "--teacher", backbone, "--adapter", str(adapter),
+            "--work-dir", str(shards), "--teacher", teacher, *(["--adapter", adapter_path] if adapter_path else []),
             "--batch-size", str(args.batch_size), "--drop-last", "--shard-batches", "8", "--teacher-batch-size", "32",
             "--inbatch-scores", "all", "--dtype", "auto", "--seed", str(args.seed)]
 
@@ -390,9 +399,11 @@ def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: d
     rows (unless ``--no-scifact``), then ``LAST_ROWS``."""
     from common.embedded_models import minilm_dir
 
+    teacher, teacher_adapter = teacher_model(backbone, adapter)
+
     def model(name: str, row: Row, data: str) -> str:
         if row.kind == "none":
-            return {"teacher": backbone, "minilm": minilm_dir()}[name]
+            return {"teacher": teacher, "minilm": minilm_dir()}[name]
         return str(ledger.stage(f"train {name}", work / "models" / name, lambda out: sh(train_command(
             row, backbone, scored[data], work / "cache" / data, out, args))))
 
@@ -405,7 +416,7 @@ def run_rows(ledger: Ledger, work: Path, backbone: str, adapter: Path, scored: d
         """Train (on ``data``, by default the row's own) and evaluate one row."""
         path = model(name + suffix, ROWS[name], data or ROWS[name].data)
         evaluate_row(ledger, work, name + suffix, kind(name), path, ("sts", "nli"), args,
-                     adapter=str(adapter) if name == "teacher" else None)
+                     adapter=teacher_adapter if name == "teacher" else None)
 
     for name in chosen(RUN_ORDER, args):
         row(name)
@@ -432,7 +443,8 @@ def run_scifact(ledger: Ledger, work: Path, backbone: str, args: argparse.Namesp
         mined = read_and_mine(ledger, work, "scifact", source, argparse.Namespace(**{**vars(args), "negatives": 1}))
         adapter = ledger.stage("adapt teacher_scifact", work / "teacher_scifact", lambda out: sh(
             adapt_command(backbone, out, [], [mined], None, args)))
-    evaluate_row(ledger, work, "teacher_scifact", "teacher", backbone, ("scifact",), args, adapter=str(adapter))
+    teacher, teacher_adapter = teacher_model(backbone, adapter)
+    evaluate_row(ledger, work, "teacher_scifact", "teacher", teacher, ("scifact",), args, adapter=teacher_adapter)
     paths = {"heads_spec": ("d2llm", work / "models" / "heads_spec"),
              "bi_encoder": ("bi-encoder", work / "models" / "bi_encoder"),
              "minilm": ("sentence-transformers", minilm_dir())}

@@ -40,7 +40,8 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quality import PYTHON, evaluated, sh, train_command, write_snli_halves  # noqa: E402
+from benchmarks.bench_quality import (PYTHON, evaluated, sh, teacher_model, train_command,  # noqa: E402
+                                      write_snli_halves)
 from benchmarks.quality_report import TASKS, Row, write_json  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
 from common.stages import build_once, write_whole  # noqa: E402
@@ -95,14 +96,6 @@ def teacher_rows(specs: Sequence[str]) -> dict[str, Path]:
             raise ReportError(f"--teacher {spec!r}: {path} holds no adapter_config.json or config.json")
         rows[name] = Path(path)
     return rows
-
-
-def teacher_model(backbone: str, folder: Path) -> tuple[str, str | None]:
-    """(model, adapter) that load a teacher folder: a LoRA adapter on ``backbone``, or a whole model
-    (``teacher.adapt --method full``) on its own."""
-    if (folder / "adapter_config.json").is_file():
-        return backbone, str(folder)
-    return str(folder), None
 
 
 def curve_checkpoints(folder: str | None) -> dict[int, Path]:

@@ -197,6 +197,7 @@ def _recorded_run(tmp_path, monkeypatch, argv: list[str]) -> tuple[dict[str, str
     monkeypatch.setattr(embedded_models, "minilm_dir", lambda: "MINILM")
     args = bench.parse_args(argv)
     scored = {"full": tmp_path / "scored", "stsb_pairs": tmp_path / "pairs", "q256": tmp_path / "q256"}
+    _lora_folder(tmp_path / "teacher")
     bench.run_rows(RecordingLedger(), tmp_path, "BACKBONE", tmp_path / "teacher", scored, args)
     return trained, evaluated, commands
 
@@ -210,13 +211,35 @@ def test_rows_and_no_scifact_run_only_the_chosen_rows_and_their_curve(tmp_path, 
     assert all(tasks == ("sts", "nli") for _, tasks, _ in evaluated)
 
 
+def _lora_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text("{}")
+    return folder
+
+
 def test_a_given_teacher_adapter_reranks_scifact_and_no_teacher_is_adapted(tmp_path, monkeypatch):
-    adapter = tmp_path / "my_teacher"
+    adapter = _lora_folder(tmp_path / "my_teacher")
     _, evaluated, commands = _recorded_run(tmp_path, monkeypatch, [
         "--rows", "heads_spec", "--curve", "--teacher-adapter", str(adapter)])
     assert not any("teacher.adapt" in command for command in commands)
     scifact = [(name, adapter_path) for name, tasks, adapter_path in evaluated if tasks == ("scifact",)]
     assert scifact == [("bm25", None), ("teacher_scifact", str(adapter)), ("heads_spec", None)]  # minilm: not in --rows
+
+
+def test_a_fully_fine_tuned_teacher_scores_and_reranks_as_its_own_model_not_as_an_adapter(tmp_path, monkeypatch):
+    full, lora = tmp_path / "full", _lora_folder(tmp_path / "lora")
+    full.mkdir()
+    (full / "config.json").write_text("{}")
+    args = bench.parse_args(["--teacher-adapter", str(full), "--rows", "teacher"])
+    command = bench.score_command("BACKBONE", full, [tmp_path / "mined"], tmp_path / "out", tmp_path / "shards", args)
+    assert command[command.index("--teacher") + 1] == str(full) and "--adapter" not in command
+    command = bench.score_command("BACKBONE", lora, [tmp_path / "mined"], tmp_path / "out", tmp_path / "shards", args)
+    assert (command[command.index("--teacher") + 1], command[command.index("--adapter") + 1]) == ("BACKBONE", str(lora))
+    evaluated = []
+    monkeypatch.setattr(bench, "evaluate_row", lambda ledger, work, name, kind, path, tasks, args, adapter=None:
+                        evaluated.append((name, path, adapter)))
+    bench.run_scifact(None, tmp_path, "BACKBONE", args)
+    assert ("teacher_scifact", str(full), None) in evaluated
 
 
 def test_an_unknown_row_is_refused_by_the_parser(capsys):
