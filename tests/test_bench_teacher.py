@@ -23,6 +23,19 @@ def _checkpoint(folder: Path, step: int, dev: float) -> Path:
     return folder
 
 
+def _recorded_commands(monkeypatch) -> list[list[str]]:
+    """Every command bench_teacher runs, recorded instead of run; each makes its output folder."""
+    commands: list[list[str]] = []
+
+    def fake_sh(command):
+        commands.append(command)
+        flag = "--output" if "--output" in command else "--output_dir"
+        Path(command[command.index(flag) + 1]).mkdir(parents=True)
+
+    monkeypatch.setattr(bench_teacher, "sh", fake_sh)
+    return commands
+
+
 def test_the_report_judges_each_teacher_against_minilm_and_bm25_and_draws_the_curve(tmp_path, monkeypatch):
     measured = {"minilm": {"sts": 0.82, "nli": 0.65, "scifact": 0.70}, "bm25": {"scifact": 0.79},
                 "teacher_good": {"sts": 0.85, "nli": 0.86, "scifact": 0.80},
@@ -59,14 +72,7 @@ def test_the_report_judges_each_teacher_against_minilm_and_bm25_and_draws_the_cu
 
 
 def test_students_train_on_pairs_labelled_at_each_gold_weight_by_the_first_teacher(tmp_path, monkeypatch):
-    commands = []
-
-    def fake_sh(command):
-        commands.append(command)
-        flag = "--output" if "--output" in command else "--output_dir"
-        Path(command[command.index(flag) + 1]).mkdir(parents=True)
-
-    monkeypatch.setattr(bench_teacher, "sh", fake_sh)
+    commands = _recorded_commands(monkeypatch)
     monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: {
         task: {"student_gold1": 0.60, "student_t_gold0.5": 0.70}.get(name, 0.5) for task in tasks})
     adapter = _checkpoint(tmp_path / "adapter", 10, 0.5)
@@ -92,14 +98,7 @@ def test_students_train_on_pairs_labelled_at_each_gold_weight_by_the_first_teach
 
 
 def test_a_fully_fine_tuned_teacher_loads_as_its_own_model_not_as_an_adapter_on_the_backbone(tmp_path, monkeypatch):
-    commands, evaluated = [], []
-
-    def fake_sh(command):
-        commands.append(command)
-        flag = "--output" if "--output" in command else "--output_dir"
-        Path(command[command.index(flag) + 1]).mkdir(parents=True)
-
-    monkeypatch.setattr(bench_teacher, "sh", fake_sh)
+    commands, evaluated = _recorded_commands(monkeypatch), []
     monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: (
         evaluated.append((name, path, adapter)) or {task: 0.5 for task in tasks}))
     full = _checkpoint(tmp_path / "full", 10, 0.5)
@@ -116,14 +115,7 @@ def test_a_fully_fine_tuned_teacher_loads_as_its_own_model_not_as_an_adapter_on_
 
 
 def test_students_can_learn_from_nli_pairs_too_and_train_end_to_end_under_their_own_names(tmp_path, monkeypatch):
-    commands = []
-
-    def fake_sh(command):
-        commands.append(command)
-        flag = "--output" if "--output" in command else "--output_dir"
-        Path(command[command.index(flag) + 1]).mkdir(parents=True)
-
-    monkeypatch.setattr(bench_teacher, "sh", fake_sh)
+    commands = _recorded_commands(monkeypatch)
     monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: {
         task: 0.5 for task in tasks})
     adapter = _checkpoint(tmp_path / "adapter", 10, 0.5)
