@@ -119,7 +119,7 @@ def test_students_can_learn_from_nli_pairs_too_and_train_end_to_end_under_their_
     monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: {
         task: 0.5 for task in tasks})
     adapter = _checkpoint(tmp_path / "adapter", 10, 0.5)
-    work, data = tmp_path / "work", REPO.parent / "shared" / "data"
+    work, data = tmp_path / "work", (REPO.parent / "shared" / "data").resolve()  # the report resolves links
     args = ["--work", str(work), "--report", str(tmp_path / "r"), "--backbone", "B", "--data", str(data),
             "--teacher", f"t={adapter}", "--gold-weights", "1", "0"]
     bench_teacher.main(args)
