@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--teacher-passage-tokens", type=int, default=256,
         help="teachers: cut passages to this many tokens (SciFact abstracts are long; STS/NLI sentences are short)")
     add("--gold-weights", type=float, nargs="*", default=[], metavar="LAMBDA",
-        help="students on STS-B train labelled at each lambda by the first --teacher (1: gold alone)")
+        help="students on the --student-sources pairs labelled at each lambda by the first --teacher (1: gold alone)")
     add("--heads-epochs", type=float, default=4.0, help="students: epochs of PMA + IEM on cached token states")
     add("--student-epochs", type=float, default=0.0,
         help="students: 0 trains PMA + IEM alone; N > 0 then trains them end to end (LoRA) for N epochs")
