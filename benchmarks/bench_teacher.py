@@ -44,7 +44,7 @@ from benchmarks.bench_quality import (PYTHON, evaluated, sh, teacher_model, trai
                                       write_snli_halves)
 from benchmarks.quality_report import TASKS, Row, write_json  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
-from common.stages import build_once, write_whole  # noqa: E402
+from common.stages import build_once, recorded_settings, write_whole  # noqa: E402
 from teacher.model import adapter_files  # noqa: E402
 
 TARGETS = {"sts": 0.82, "nli": 0.85}  # and SciFact: reranking >= BM25 alone
@@ -212,12 +212,15 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
     """One D2LLM student per ``--gold-weights`` lambda, on the ``--student-sources`` pairs labelled by the teacher
     row ``teacher`` (``adapter``): PMA + IEM on cached token states, then ``--student-epochs`` end to end. Below
     lambda = 1 the teacher's name is part of every file name, and so are the sources and the end-to-end epochs
-    where they differ from the defaults, so that other students in the same ``--work`` are trained anew."""
+    where they differ from the defaults, so that other students in the same ``--work`` are trained anew; a teacher
+    whose weights changed under the same name labels its pairs again."""
     sources = student_source_files(Path(args.data), work, args.student_sources)
     variant = ("" if args.student_sources == ["stsb"] else "_" + "-".join(args.student_sources))
     end_to_end = f"_e2e{args.student_epochs:g}" if args.student_epochs else ""
     detail = ", ".join([*([f"on {'+'.join(args.student_sources)}"] if variant else []),
                         *([f"end to end {args.student_epochs:g} epochs"] if end_to_end else [])])
+    from common.fingerprints import saved_digest
+
     rows = {}
     model_path, adapter_path = teacher_model(backbone, adapter)
     for weight in args.gold_weights:
@@ -228,14 +231,14 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
             PYTHON, "-m", "teacher.label_pairs", *sources, "--output", str(out), "--teacher", model_path,
             *(["--adapter", adapter_path] if adapter_path else []), "--gold-weight", str(weight), "--seed",
             str(args.seed), "--dtype", "float32"]),
-            {"adapter": str(adapter), "seed": args.seed} if weight != 1 else {"seed": args.seed})
+            {"teacher": saved_digest(adapter), "seed": args.seed} if weight != 1 else {"seed": args.seed})
         model = work / name
         row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
         build_once(model, lambda out, pairs=pairs, row=row: sh(train_command(
             row, backbone, pairs, work / "token_states", out,
             argparse.Namespace(max_tokens=args.max_tokens, seed=args.seed, heads_epochs=args.heads_epochs,
                                epochs=args.student_epochs))),
-            {"pairs": str(pairs), "heads_epochs": args.heads_epochs,
+            {"pairs": str(pairs), "labels": recorded_settings(pairs), "heads_epochs": args.heads_epochs,
              **({"epochs": args.student_epochs} if end_to_end else {})})
         label = "student, gold labels alone" if weight == 1 else f"student of {teacher}, gold weight {weight:g}"
         rows[f"{label} ({detail})" if detail else label] = {

@@ -95,6 +95,13 @@ def test_students_train_on_pairs_labelled_at_each_gold_weight_by_the_first_teach
     bench_teacher.main([*args[:-5], "--teacher", f"u={other}", "--gold-weights", "1", "0.5"])
     assert [Path(command[command.index("--output") + 1]).name for command in commands
             if "teacher.label_pairs" in command] == ["pairs_u_gold0.5"]  # gold alone is shared between teachers
+    commands.clear()
+    (adapter / "adapter_model.safetensors").write_bytes(b"retrained")  # new weights under the same name
+    bench_teacher.main(args)
+    assert [Path(command[command.index("--output") + 1]).name for command in commands
+            if "teacher.label_pairs" in command] == ["pairs_t_gold0.5"]
+    assert [Path(_option_value(command, "--output_dir")).name for command in commands if "train.py" in command] == [
+        "student_t_gold0.5"]  # and its student learns from the new labels
 
 
 def test_a_fully_fine_tuned_teacher_loads_as_its_own_model_not_as_an_adapter_on_the_backbone(tmp_path, monkeypatch):
