@@ -40,8 +40,8 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quality import (PYTHON, evaluated, sh, teacher_model, train_command,  # noqa: E402
-                                      write_snli_halves)
+from benchmarks.bench_quality import PYTHON, sh, teacher_model, train_command, write_snli_halves  # noqa: E402
+from benchmarks.row_evaluation import evaluated  # noqa: E402
 from benchmarks.quality_report import TASKS, Row, write_json  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
 from common.stages import build_once, recorded_settings, write_whole  # noqa: E402
@@ -129,7 +129,7 @@ def dev_metrics(checkpoint: Path) -> dict[str, float]:
 
 def evaluate(work: Path, name: str, kind: str, path: str, adapter: str | None, tasks: Sequence[str],
              args: argparse.Namespace) -> dict[str, float]:
-    """{task: metric} of one row (``bench_quality.evaluated``: measured unless on record for these weights)."""
+    """{task: metric} of one row (``row_evaluation.evaluated``: measured unless on record for these weights)."""
     return {task: result[TASKS[task][1]]
             for task, result in evaluated(work, name, kind, path, adapter, tasks, args).items()}
 

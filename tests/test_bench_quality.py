@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from scored_fixture import scored_dataset
 
+from benchmarks import quality_report, row_evaluation
 from evaluation.loaders import RetrievalData
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quality.py"
@@ -40,10 +41,10 @@ def test_slice_keeps_every_judged_document_and_fills_up_to_the_size():
     corpus = {f"d{i}": f"document {i}" for i in range(100)}
     qrels = {f"q{i}": {f"d{i}": 1, f"d{i + 50}": 2} for i in range(20)}
     data = RetrievalData(corpus, {q: f"query {q}" for q in qrels}, qrels, "toy")
-    part = bench.slice_retrieval(data, queries=5, documents=30, seed=1)
+    part = row_evaluation.slice_retrieval(data, queries=5, documents=30, seed=1)
     assert len(part.queries) == 5 and len(part.corpus) == 30
     assert {doc for docs in part.qrels.values() for doc in docs} <= set(part.corpus)
-    small = bench.slice_retrieval(data, queries=10, documents=3, seed=0)
+    small = row_evaluation.slice_retrieval(data, queries=10, documents=3, seed=0)
     assert set(small.corpus) == {doc for docs in small.qrels.values() for doc in docs}  # judged ones never dropped
 
 
@@ -119,8 +120,8 @@ def test_verdicts_give_points_and_the_share_of_the_gap_closed():
 
 
 def _write(work: Path, name: str, task: str, value: float, scores: list[float] | None = None) -> None:
-    key = bench.TASKS[task][1]
-    bench.write_json(bench.evaluation_file(work, name, task),
+    key = quality_report.TASKS[task][1]
+    quality_report.write_json(quality_report.evaluation_file(work, name, task),
                      {key: value, "seconds": 1.0, **({"scores": scores} if scores else {})})
 
 
@@ -287,18 +288,18 @@ def test_an_evaluation_is_measured_again_when_its_weights_or_settings_change_and
     def fake_isolated(function, work, name, kind, path, adapter, identities, args):
         measured.append((name, sorted(identities)))
         for task, identity in identities.items():
-            bench.write_json(bench.evaluation_file(work, name, task),
+            quality_report.write_json(quality_report.evaluation_file(work, name, task),
                              {"spearman": 0.5, "average_precision": 0.5, "ndcg_at_10": 0.5, "seconds": 0,
                               "identity": identity})
 
-    monkeypatch.setattr(bench, "isolated", fake_isolated)
+    monkeypatch.setattr(row_evaluation, "isolated", fake_isolated)
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"weights 1")
     args = bench.parse_args([])
 
     def run(folder=model, arguments=args, tasks=("sts", "scifact")):
-        return bench.evaluated(tmp_path / "work", "row", "d2llm", str(folder), None, tasks, arguments)
+        return row_evaluation.evaluated(tmp_path / "work", "row", "d2llm", str(folder), None, tasks, arguments)
 
     assert set(run()) == {"sts", "scifact"} and measured == [("row", ["scifact", "sts"])]
     run()
@@ -313,7 +314,7 @@ def test_an_evaluation_is_measured_again_when_its_weights_or_settings_change_and
     run(arguments=bench.parse_args(["--scifact-queries", "7"]))
     assert measured[-1] == ("row", ["scifact", "sts"])
     assert "the result on record is of other weights or settings: measured again" in capsys.readouterr().out
-    legacy = bench.evaluation_file(tmp_path / "work", "row", "sts")
+    legacy = quality_report.evaluation_file(tmp_path / "work", "row", "sts")
     legacy.write_text(json.dumps({"spearman": 0.9, "seconds": 0}))  # written before results carried an identity
     run(tasks=("sts",))
     assert measured[-1] == ("row", ["sts"])
