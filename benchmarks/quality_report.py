@@ -262,7 +262,8 @@ def teacher_description(settings: dict[str, Any]) -> str:
     files = ["/".join(Path(name).parts[-2:]) for name in trained.get("train_pairs", [])]
     files += [Path(name).name + "/" for name in trained.get("train_mined", [])]
     objective = trained.get("config", {})
-    return (f"SmolLM2-135M-Instruct with the adapter {Path(adapter).name} (`--teacher-adapter`; trained on "
+    made = ("fine-tuned in full" if objective.get("method") == "full" else "with the LoRA adapter")
+    return (f"SmolLM2-135M-Instruct {made} {Path(adapter).name} (`--teacher-adapter`; trained on "
             f"{', '.join(files) or 'files not recorded'}, {objective.get('pair_objective', '?')} pairs, "
             f"{objective.get('mined_objective', '?')} mined examples, {trained.get('prompt_preset')} prompts)")
 

@@ -269,7 +269,7 @@ def test_the_report_names_a_given_adapter_and_lists_only_the_rows_run(tmp_path):
     bench.main(["--work", str(work), "--report", str(report), "--report-only", *argv])
 
     text = report.with_suffix(".md").read_text()
-    assert "adapter mix (`--teacher-adapter`; trained on stsb/train.jsonl, mined_scifact/, cosent pairs" in text
+    assert "LoRA adapter mix (`--teacher-adapter`; trained on stsb/train.jsonl, mined_scifact/, cosent pairs" in text
     assert [entry["row"] for entry in json.loads(report.with_suffix(".json").read_text())["table"]] == [
         "teacher", "heads_spec", "bi_encoder"]
     assert "Not run (`--no-scifact`)." in text and "all-MiniLM" not in text
@@ -279,6 +279,16 @@ def test_the_report_names_a_given_adapter_and_lists_only_the_rows_run(tmp_path):
 
     assert "| the teacher (`--teacher-adapter`), reranking BM25 | 0.5000 |" in render_scifact(results, True)
     assert "| teacher adapted on SciFact train, reranking BM25 | 0.5000 |" in render_scifact(results)
+
+
+@pytest.mark.parametrize("method, words", [("lora", "with the LoRA adapter"), ("full", "fine-tuned in full")])
+def test_the_teacher_description_says_whether_the_given_teacher_is_an_adapter_or_fine_tuned_in_full(
+        tmp_path, method, words):
+    (tmp_path / "adaptation_report.json").write_text(json.dumps({"settings": {"config": {"method": method}}}))
+
+    described = quality_report.teacher_description({"teacher_adapter": str(tmp_path)})
+
+    assert described.startswith(f"SmolLM2-135M-Instruct {words} {tmp_path.name} (`--teacher-adapter`")
 
 
 def test_an_evaluation_is_measured_again_when_its_weights_or_settings_change_and_only_then(tmp_path, monkeypatch,
