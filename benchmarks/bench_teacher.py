@@ -222,6 +222,7 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
     from common.fingerprints import saved_digest
 
     rows = {}
+    states = work / f"token_states_{'-'.join(args.student_sources)}_{args.max_tokens}"  # its texts, at its limit
     model_path, adapter_path = teacher_model(backbone, adapter)
     for weight in args.gold_weights:
         tag = (f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}") + variant
@@ -235,7 +236,7 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
         model = work / name
         row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
         build_once(model, lambda out, pairs=pairs, row=row: sh(train_command(
-            row, backbone, pairs, work / "token_states", out,
+            row, backbone, pairs, states, out,
             argparse.Namespace(max_tokens=args.max_tokens, seed=args.seed, heads_epochs=args.heads_epochs,
                                epochs=args.student_epochs))),
             {"pairs": str(pairs), "labels": recorded_settings(pairs), "heads_epochs": args.heads_epochs,
