@@ -122,9 +122,13 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- bookkeeping
 def sh(command: Sequence[str]) -> None:
-    """Run one of the project's commands from the repository root, printing it first."""
+    """Run one of the project's commands from the repository root, printing it first; a failed stage ends the
+    benchmark with one line (the stage's own message is printed above it), its output left unbuilt."""
     print(f"$ {shlex.join(command)}", flush=True)
-    subprocess.run(list(command), cwd=REPO, check=True)
+    status = subprocess.run(list(command), cwd=REPO).returncode
+    if status:
+        raise SystemExit(f"error: a stage failed with exit status {status} (its message is above): "
+                         f"{shlex.join(command)}")
 
 
 # ---------------------------------------------------------------------------------------------- data

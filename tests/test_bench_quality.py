@@ -243,6 +243,14 @@ def test_a_fully_fine_tuned_teacher_scores_and_reranks_as_its_own_model_not_as_a
     assert ("teacher_scifact", str(full), None) in evaluated
 
 
+def test_a_failed_stage_ends_the_benchmark_with_one_line_naming_its_status_and_command():
+    with pytest.raises(SystemExit) as ended:
+        bench.sh([sys.executable, "-c", "raise SystemExit(3)"])
+
+    assert str(ended.value).startswith("error: a stage failed with exit status 3 (its message is above): ")
+    assert "raise SystemExit(3)" in str(ended.value) and "\n" not in str(ended.value)
+
+
 def test_an_unknown_row_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(["--rows", "heads_spec", "no_such_row"])
