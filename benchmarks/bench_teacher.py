@@ -232,7 +232,8 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
             PYTHON, "-m", "teacher.label_pairs", *sources, "--output", str(out), "--teacher", model_path,
             *(["--adapter", adapter_path] if adapter_path else []), "--gold-weight", str(weight), "--seed",
             str(args.seed), "--dtype", "float32"]),
-            {"teacher": saved_digest(adapter), "seed": args.seed} if weight != 1 else {"seed": args.seed})
+            {**({"teacher": saved_digest(adapter)} if weight != 1 else {}), "seed": args.seed,
+             **({"batches": "one source each"} if len(sources) > 1 else {})})  # (batches mixed sources before)
         model = work / name
         row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
         build_once(model, lambda out, pairs=pairs, row=row: sh(train_command(

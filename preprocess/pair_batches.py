@@ -25,14 +25,16 @@ from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
 
 
 def pair_batches(pairs: Dataset, batch_size: int, seed: int = 0) -> Dataset:
-    """``read_pairs`` rows (query, passage, target, task) -> shuffled batches of ``batch_size`` pairs, one task each."""
+    """``read_pairs`` rows (query, passage, target, task[, source]) -> shuffled batches of ``batch_size`` pairs, one
+    task each, and one ``source`` each where the rows name theirs (a ranking loss then never compares targets of
+    two label scales, such as STS-B's graded scores and SNLI's 0 / 1)."""
     if batch_size < 2:
         raise DataError(f"--batch-size {batch_size}: a pair batch needs >= 2 pairs")
     rows = list(pairs)
     random.Random(seed).shuffle(rows)
     batches = []
-    for task in sorted({row["task"] for row in rows}):
-        mine = [row for row in rows if row["task"] == task]
+    for task, source in sorted({(row["task"], row.get("source", "")) for row in rows}):
+        mine = [row for row in rows if row["task"] == task and row.get("source", "") == source]
         for start in range(0, len(mine) - batch_size + 1, batch_size):
             chunk = mine[start : start + batch_size]
             batches.append({"task": task, "queries": [row["query"] for row in chunk],

@@ -8,10 +8,11 @@ pair's gold is score / 5, a labelled pair's 1 or 0) gets the target
 
     t = lambda * t_gold + (1 - lambda) * p_teacher(yes | a, b),     lambda = --gold-weight,
 
-and the pairs are cut into ``preprocess.pair_batches`` batches. ``train.py --train_dataset DIR`` then trains the
-D2LLM student (or the bi-encoder) on them with CoSENT (``distil.losses.gold_ranking_loss``): lambda = 1 is the gold
-labels alone, lambda = 0 pure distillation of the teacher's ranking, and pairs without a useful label (a mined or
-unlabelled pair read as labelled) can be taught by the teacher alone. The teacher reads each pair once, in the
+and the pairs are cut into ``preprocess.pair_batches`` batches, each of one SOURCE. ``train.py --train_dataset DIR``
+then trains the D2LLM student (or the bi-encoder) on them with CoSENT (``distil.losses.gold_ranking_loss``), which
+ranks a batch's pairs by their targets: lambda = 1 is the gold labels alone, lambda = 0 pure distillation of the
+teacher's ranking, and pairs without a useful label (a mined or unlabelled pair read as labelled) can be taught by
+the teacher alone. The teacher reads each pair once, in the
 order a, b (adapted teachers are trained on both orders). Output is written whole or not at all.
 """
 
@@ -74,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     blended_targets(torch.zeros(0), torch.zeros(0), args.gold_weight)  # refuse a bad weight before any work
     pairs = concatenate_datasets([read_pairs(source, layout=args.layout, split=args.split,
                                              positive_labels=args.positive_labels, task=args.task,
-                                             limit=args.limit, seed=args.seed)[0] for source in args.sources])
+                                             limit=args.limit, seed=args.seed)[0].map(lambda _, name=source: {
+                                                 "source": name}) for source in args.sources])
     teacher = None if args.gold_weight == 1.0 else YesNoTeacher.from_pretrained(
         args.teacher, adapter=args.adapter, dtype=args.dtype, prompt_preset=args.prompt_preset)
     batches = pair_batches(label_pairs(pairs, teacher, args.gold_weight, args.batch_size), args.batch_size,

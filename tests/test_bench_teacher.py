@@ -142,6 +142,8 @@ def test_students_can_learn_from_nli_pairs_too_and_train_end_to_end_under_their_
         "student_gold1_stsb-snli_e2e2", "student_t_gold0_stsb-snli_e2e2"]
     assert all(float(_option_value(command, "--num_train_epochs")) == 2 and "--head_warmup_epochs" in command
                for command in trained)
+    assert json.loads((work / "pairs_gold1_stsb-snli.settings.json").read_text())["batches"] == "one source each"
+    assert "batches" not in json.loads((work / "pairs_gold1.settings.json").read_text())
     caches = {_option_value(command, "--head_warmup_cache_dir") for command in commands if "train.py" in command}
     assert caches == {str(work / "token_states_stsb_128"), str(work / "token_states_stsb-snli_128")}  # other texts
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]

@@ -68,6 +68,21 @@ def test_gold_weight_one_gives_the_gold_pair_batches_without_running_the_teacher
     assert load_from_disk(str(tmp_path / "gold")).to_list() == load_from_disk(str(tmp_path / "plain")).to_list()
 
 
+def test_each_batch_holds_pairs_of_one_source_so_graded_and_binary_labels_are_never_ranked_together(tmp_path):
+    graded = _pairs_file(tmp_path)
+    labelled = tmp_path / "nli.jsonl"
+    labelled.write_text("".join(json.dumps({"sentence1": f"one {a} {index}", "sentence2": f"two {a}",
+                                            "label": ("entailment", "neutral")[index % 2]}) + "\n"
+                                for index, a in enumerate(WORDS * 2)))
+    label_pairs.main([str(graded), str(labelled), "--output", str(tmp_path / "gold"), "--teacher",
+                      str(tmp_path / "absent"), "--gold-weight", "1", "--batch-size", "4"])
+
+    batches = load_from_disk(str(tmp_path / "gold"))
+    sources = [{"the" if query.startswith("the ") else "one" for query in row["queries"]} for row in batches]
+    assert len(batches) == 6 and all(len(names) == 1 for names in sources)
+    assert sorted(name for [name] in map(list, sources)) == ["one"] * 3 + ["the"] * 3
+
+
 def test_a_bad_gold_weight_ends_with_one_line_and_status_2_before_anything_is_written(tmp_path):
     pairs = _pairs_file(tmp_path)
     result = subprocess.run([sys.executable, "-m", "teacher.label_pairs", str(pairs), "--output",
