@@ -31,6 +31,7 @@ of each adapter comes from its ``adaptation_report.json``. Writes ``REPORT.md``,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -213,7 +214,8 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
     row ``teacher`` (``adapter``): PMA + IEM on cached token states, then ``--student-epochs`` end to end. Below
     lambda = 1 the teacher's name is part of every file name, and so are the sources and the end-to-end epochs
     where they differ from the defaults, so that other students in the same ``--work`` are trained anew; a teacher
-    whose weights changed under the same name labels its pairs again."""
+    whose weights changed under the same name labels its pairs again. The students share one token-state cache
+    per set of texts, named for what decides it: the sources, the token limit, the seed and the batching."""
     sources = student_source_files(Path(args.data), work, args.student_sources)
     variant = ("" if args.student_sources == ["stsb"] else "_" + "-".join(args.student_sources))
     end_to_end = f"_e2e{args.student_epochs:g}" if args.student_epochs else ""
@@ -222,7 +224,9 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
     from common.fingerprints import saved_digest
 
     rows = {}
-    states = work / f"token_states_{'-'.join(args.student_sources)}_{args.max_tokens}"  # its texts, at its limit
+    texts = {"seed": args.seed, **({"batches": "one source each"} if len(sources) > 1 else {})}  # (mixed before)
+    texts_digest = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:8]
+    states = work / f"token_states_{'-'.join(args.student_sources)}_{args.max_tokens}_{texts_digest}"
     model_path, adapter_path = teacher_model(backbone, adapter)
     for weight in args.gold_weights:
         tag = (f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}") + variant
@@ -232,8 +236,7 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
             PYTHON, "-m", "teacher.label_pairs", *sources, "--output", str(out), "--teacher", model_path,
             *(["--adapter", adapter_path] if adapter_path else []), "--gold-weight", str(weight), "--seed",
             str(args.seed), "--dtype", "float32"]),
-            {**({"teacher": saved_digest(adapter)} if weight != 1 else {}), "seed": args.seed,
-             **({"batches": "one source each"} if len(sources) > 1 else {})})  # (batches mixed sources before)
+            {**({"teacher": saved_digest(adapter)} if weight != 1 else {}), **texts})
         model = work / name
         row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
         build_once(model, lambda out, pairs=pairs, row=row: sh(train_command(

@@ -144,8 +144,13 @@ def test_students_can_learn_from_nli_pairs_too_and_train_end_to_end_under_their_
                for command in trained)
     assert json.loads((work / "pairs_gold1_stsb-snli.settings.json").read_text())["batches"] == "one source each"
     assert "batches" not in json.loads((work / "pairs_gold1.settings.json").read_text())
-    caches = {_option_value(command, "--head_warmup_cache_dir") for command in commands if "train.py" in command}
-    assert caches == {str(work / "token_states_stsb_128"), str(work / "token_states_stsb-snli_128")}  # other texts
+    caches = [_option_value(command, "--head_warmup_cache_dir") for command in commands if "train.py" in command]
+    assert len(caches) == 4 and caches[0] == caches[1] != caches[2] == caches[3]  # lambdas share; other texts not
+    assert Path(caches[-1]).name.startswith("token_states_stsb-snli_128_")
+    commands.clear()
+    bench_teacher.main([*args, "--student-sources", "stsb", "snli", "--student-epochs", "2", "--seed", "1"])
+    reseeded = {_option_value(command, "--head_warmup_cache_dir") for command in commands if "train.py" in command}
+    assert reseeded.isdisjoint(caches)  # the seed decides which pairs fill the batches, so the texts cached
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert "student of t, gold weight 0 (on stsb+snli, end to end 2 epochs)" in rows
     assert "student of t, gold weight 0" not in rows  # each invocation reports its own students
