@@ -19,12 +19,14 @@ from evaluation.loaders import RetrievalData
 
 
 def isolated(function: Callable[..., None], *arguments: Any) -> None:
-    """``function(*arguments)`` in a spawned process, so that a model's memory is given back when it ends."""
+    """``function(*arguments)`` in a spawned process, so that a model's memory is given back when it ends; a failed
+    child ends the benchmark with one line (the child's own message is printed above it)."""
     child = multiprocessing.get_context("spawn").Process(target=function, args=arguments)
     child.start()
     child.join()
     if child.exitcode != 0:
-        raise RuntimeError(f"{function.__name__} failed (exit code {child.exitcode})")
+        raise SystemExit(f"error: {function.__name__} failed in its own process with exit status {child.exitcode} "
+                         "(its message is above)")
 
 
 @dataclass

@@ -251,6 +251,11 @@ def test_a_failed_stage_ends_the_benchmark_with_one_line_naming_its_status_and_c
     assert "raise SystemExit(3)" in str(ended.value) and "\n" not in str(ended.value)
 
 
+def test_a_failed_evaluation_child_ends_the_benchmark_with_one_line_naming_its_status():
+    with pytest.raises(SystemExit, match=r"^error: exit failed in its own process with exit status 3 \(its message"):
+        row_evaluation.isolated(sys.exit, 3)
+
+
 def test_an_unknown_row_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(["--rows", "heads_spec", "no_such_row"])
