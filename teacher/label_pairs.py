@@ -73,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_teacher_cost_arguments(parser)
     args = parser.parse_args(argv)
     blended_targets(torch.zeros(0), torch.zeros(0), args.gold_weight)  # refuse a bad weight before any work
-    pairs = concatenate_datasets([read_pairs(source, layout=args.layout, split=args.split,
-                                             positive_labels=args.positive_labels, task=args.task,
-                                             limit=args.limit, seed=args.seed)[0].map(lambda _, name=source: {
-                                                 "source": name}) for source in args.sources])
+    read = [read_pairs(source, layout=args.layout, split=args.split, positive_labels=args.positive_labels,
+                       task=args.task, limit=args.limit, seed=args.seed)[0] for source in args.sources]
+    pairs = concatenate_datasets([rows.add_column("source", [source] * len(rows))
+                                  for rows, source in zip(read, args.sources)])
     teacher = None if args.gold_weight == 1.0 else YesNoTeacher.from_pretrained(
         args.teacher, adapter=args.adapter, dtype=args.dtype, prompt_preset=args.prompt_preset)
     batches = pair_batches(label_pairs(pairs, teacher, args.gold_weight, args.batch_size), args.batch_size,
