@@ -21,7 +21,9 @@ is given back:
   at each lambda (1: the gold labels alone, the teacher not run), and a D2LLM student's PMA + IEM train on each for
   ``--heads-epochs`` on cached token states (``train.py`` with ``configs/main_job.yaml``, as ``bench_quality.py``'s
   heads rows), then, with ``--student-epochs N``, end to end (LoRA) for N epochs; each is evaluated on STS-B and
-  NLI. The lambda = 1 row is the gold-label baseline the teacher must beat.
+  NLI. The lambda = 1 row is the gold-label baseline the teacher must beat. With ``--bi-encoder``, the same-backbone
+  bi-encoder learns the gold-labelled pairs too (CoSENT on the gold scores, end to end for ``--student-epochs``),
+  and each student is judged against it: points over it and the share of the teacher-bi-encoder gap closed.
 
 Targets (issue 27): STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone. The cost
 of each adapter comes from its ``adaptation_report.json``. Writes ``REPORT.md``, ``REPORT.json`` and
@@ -43,7 +45,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_quality import PYTHON, sh, teacher_model, train_command, write_snli_halves  # noqa: E402
 from benchmarks.row_evaluation import evaluated  # noqa: E402
-from benchmarks.quality_report import TASKS, Row, write_json  # noqa: E402
+from benchmarks.quality_report import GAP_TARGET, POINTS_TARGET, TASKS, Row, write_json  # noqa: E402
+from benchmarks.quality_report import verdicts as student_verdicts  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
 from common.stages import build_once, recorded_settings, write_whole  # noqa: E402
 from teacher.model import adapter_files  # noqa: E402
@@ -54,6 +57,8 @@ class ReportError(ValueError):
 
 
 STUDENT_SOURCES = ("stsb", "sick", "snli")
+BI_ENCODER_ROW = "bi-encoder, gold labels"
+BI_ENCODER_ON_PAIRS = ("--ibn_weight", "0", "--angle_weight", "0", "--cosine_weight", "1")  # graded: CoSENT alone
 BASELINES = {"minilm": ("sentence-transformers", ("sts", "nli", "scifact")), "bm25": ("bm25", ("scifact",))}
 
 
@@ -83,7 +88,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--student-sources", nargs="+", default=["stsb"], choices=STUDENT_SOURCES,
         help="students: the pairs they learn from (stsb, sick: the train splits; snli: the SNLI training half)")
     add("--max-tokens", type=int, default=128, help="students: tokens per text")
-    return parser.parse_args(argv)
+    add("--bi-encoder", action="store_true", help="students: also the same-backbone bi-encoder on the gold-labelled "
+                                                   "pairs (CoSENT), their baseline; needs --student-epochs")
+    args = parser.parse_args(argv)
+    if args.bi_encoder and not (args.gold_weights and args.student_epochs):
+        parser.error("--bi-encoder trains end to end beside the students: give --gold-weights and --student-epochs")
+    return args
 
 
 def teacher_rows(specs: Sequence[str]) -> dict[str, Path]:
@@ -166,6 +176,11 @@ def render(results: dict[str, Any]) -> str:
     lines += ["", "Targets: STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone.", ""]
     for name, met in results["verdicts"].items():
         lines.append(f"- {name}: " + ", ".join(f"{task} {'met' if ok else 'missed'}" for task, ok in met.items()))
+    if results.get("student_verdicts"):
+        lines += ["", f"Student targets: >= the bi-encoder + {POINTS_TARGET:g} points and >= {GAP_TARGET:.0%} of "
+                      "the teacher-bi-encoder gap closed, on each task.", ""]
+    for name, judged in results.get("student_verdicts", {}).items():
+        lines.append(f"- {name}: " + "; ".join(f"{task} {judgement(v)}" for task, v in judged.items()))
     if results["curve"]:
         tasks = [task for task in TASKS if any(task in point["test"] for point in results["curve"])]
         dev = sorted({key for point in results["curve"] for key in point["dev"]})
@@ -176,6 +191,16 @@ def render(results: dict[str, Any]) -> str:
             cells += [f"{point['test'][task]:.3f}" if task in point["test"] else "" for task in tasks]
             lines.append(f"| {point['step']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def judgement(verdict: dict[str, Any]) -> str:
+    """One task's student verdict in words: points over the bi-encoder, the share of the gap closed."""
+    def met(ok: bool | None) -> str:
+        return "met" if ok else "missed"
+
+    gap = ("no gap to close" if verdict["gap_closed"] is None else
+           f"gap closed {verdict['gap_closed']:.2f} ({met(verdict['meets_gap'])})")
+    return f"{verdict['points']:+.1f} points ({met(verdict['meets_points'])}), {gap}"
 
 
 def plot(results: dict[str, Any], png: Path) -> None:
@@ -219,8 +244,9 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
     sources = student_source_files(Path(args.data), work, args.student_sources)
     variant = ("" if args.student_sources == ["stsb"] else "_" + "-".join(args.student_sources))
     end_to_end = f"_e2e{args.student_epochs:g}" if args.student_epochs else ""
+    epochs = f"end to end {args.student_epochs:g} epoch" + ("s" if args.student_epochs != 1 else "")
     detail = ", ".join([*([f"on {'+'.join(args.student_sources)}"] if variant else []),
-                        *([f"end to end {args.student_epochs:g} epochs"] if end_to_end else [])])
+                        *([epochs] if end_to_end else [])])
     from common.fingerprints import saved_digest
 
     rows = {}
@@ -228,27 +254,52 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
     texts_digest = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:8]
     states = work / f"token_states_{'-'.join(args.student_sources)}_{args.max_tokens}_{texts_digest}"
     model_path, adapter_path = teacher_model(backbone, adapter)
-    for weight in args.gold_weights:
+
+    def labelled(weight: float) -> tuple[str, Path]:
+        """The row tag and the pairs folder labelled at ``weight`` (built once)."""
         tag = (f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}") + variant
-        name = f"student_{tag}{end_to_end}"
-        pairs = work / f"pairs_{tag}"
-        build_once(pairs, lambda out, weight=weight: sh([
+        build_once(work / f"pairs_{tag}", lambda out: sh([
             PYTHON, "-m", "teacher.label_pairs", *sources, "--output", str(out), "--teacher", model_path,
             *(["--adapter", adapter_path] if adapter_path else []), "--gold-weight", str(weight), "--seed",
             str(args.seed), "--dtype", "float32"]),
             {**({"teacher": saved_digest(adapter)} if weight != 1 else {}), **texts})
-        model = work / name
-        row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
-        build_once(model, lambda out, pairs=pairs, row=row: sh(train_command(
+        return tag, work / f"pairs_{tag}"
+
+    def trained(row: Row, pairs: Path) -> Path:
+        model = work / row.label
+        build_once(model, lambda out: sh(train_command(
             row, backbone, pairs, states, out,
             argparse.Namespace(max_tokens=args.max_tokens, seed=args.seed, heads_epochs=args.heads_epochs,
                                epochs=args.student_epochs))),
             {"pairs": str(pairs), "labels": recorded_settings(pairs), "heads_epochs": args.heads_epochs,
-             **({"epochs": args.student_epochs} if end_to_end else {})})
+             **({"epochs": args.student_epochs} if end_to_end else {}),
+             **({"options": list(row.options)} if row.options else {})})
+        return model
+
+    for weight in args.gold_weights:
+        tag, pairs = labelled(weight)
+        name = f"student_{tag}{end_to_end}"
+        row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
         label = "student, gold labels alone" if weight == 1 else f"student of {teacher}, gold weight {weight:g}"
         rows[f"{label} ({detail})" if detail else label] = {
-            "metrics": evaluate(work, name, "d2llm", str(model), None, ("sts", "nli"), args)}
+            "metrics": evaluate(work, name, "d2llm", str(trained(row, pairs)), None, ("sts", "nli"), args)}
+    if args.bi_encoder:
+        tag, pairs = labelled(1.0)
+        row = Row(f"bi_encoder_{tag}{end_to_end}", "bi_encoder", BI_ENCODER_ON_PAIRS)
+        rows[f"{BI_ENCODER_ROW} ({detail})"] = {
+            "metrics": evaluate(work, row.label, "bi-encoder", str(trained(row, pairs)), None, ("sts", "nli"), args)}
     return rows
+
+
+def judged_students(rows: dict[str, Any], teacher: str) -> dict[str, dict[str, Any]]:
+    """{student row: {task: points over the bi-encoder row, share of the gap to ``teacher`` closed, targets}}
+    (``quality_report.verdicts``); empty without a bi-encoder row."""
+    [baseline] = [name for name in rows if name.startswith(BI_ENCODER_ROW)] or [None]
+    if baseline is None:
+        return {}
+    return {name: {task: student_verdicts(row["metrics"][task], rows[baseline]["metrics"][task],
+                                          rows[teacher]["metrics"][task]) for task in ("sts", "nli")}
+            for name, row in rows.items() if name.startswith("student")}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -277,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = {"command": " ".join(["python", "benchmarks/bench_teacher.py", *(argv or sys.argv[1:])]),
                "rows": rows, "curve": curve,
                "verdicts": {name: verdicts(rows[name]["metrics"], rows["minilm"]["metrics"], rows["bm25"]["metrics"])
-                            for name in teachers}}
+                            for name in teachers},
+               "student_verdicts": judged_students(rows, next(iter(teachers), ""))}
     report.parent.mkdir(parents=True, exist_ok=True)
     write_json(report.with_suffix(".json"), results)
     write_whole(report.with_suffix(".md"), lambda out: out.write_text(render(results)))

@@ -156,6 +156,38 @@ def test_students_can_learn_from_nli_pairs_too_and_train_end_to_end_under_their_
     assert "student of t, gold weight 0" not in rows  # each invocation reports its own students
 
 
+def test_a_bi_encoder_learns_the_gold_pairs_beside_the_students_and_judges_them(tmp_path, monkeypatch):
+    commands = _recorded_commands(monkeypatch)
+    scores = {"teacher_t": 0.90, "bi_encoder_gold1_e2e1": 0.50, "student_t_gold0_e2e1": 0.80,
+              "student_gold1_e2e1": 0.52}
+    kinds = {}
+    monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: (
+        kinds.setdefault(name, kind) and {task: scores.get(name, 0.5) for task in tasks}))
+    adapter = _checkpoint(tmp_path / "adapter", 10, 0.5)
+    bench_teacher.main(["--work", str(tmp_path / "work"), "--report", str(tmp_path / "r"), "--backbone", "B",
+                        "--data", str(REPO.parent / "shared" / "data"), "--teacher", f"t={adapter}",
+                        "--gold-weights", "1", "0", "--student-epochs", "1", "--bi-encoder"])
+    [bi_encoder] = [command for command in commands if "bi_encoder_gold1_e2e1" in " ".join(command)]
+    assert _option_value(bi_encoder, "--train_dataset") == str(tmp_path / "work" / "pairs_gold1")
+    assert _option_value(bi_encoder, "--objective") == "bi-encoder"
+    assert [bi_encoder[len(bi_encoder) - 1 - bi_encoder[::-1].index(flag) + 1] for flag in (
+        "--ibn_weight", "--angle_weight", "--cosine_weight")] == ["0", "0", "1"]  # the last value of each wins
+    assert kinds["bi_encoder_gold1_e2e1"] == "bi-encoder"
+    results = json.loads((tmp_path / "r.json").read_text())
+    judged = results["student_verdicts"]["student of t, gold weight 0 (end to end 1 epoch)"]["sts"]
+    assert judged["points"] == pytest.approx(30.0) and judged["gap_closed"] == pytest.approx(0.75)
+    assert judged["meets_points"] and judged["meets_gap"]
+    assert not results["student_verdicts"]["student, gold labels alone (end to end 1 epoch)"]["sts"]["meets_gap"]
+    assert "sts +30.0 points (met), gap closed 0.75 (met)" in (tmp_path / "r.md").read_text()
+
+
+def test_a_bi_encoder_without_end_to_end_students_is_refused(capsys):
+    with pytest.raises(SystemExit) as ended:
+        bench_teacher.parse_args(["--work", "w", "--report", "r", "--backbone", "B", "--gold-weights", "0",
+                                  "--bi-encoder"])
+    assert ended.value.code == 2 and "--student-epochs" in capsys.readouterr().err
+
+
 def _option_value(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
