@@ -266,6 +266,7 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
         return tag, work / f"pairs_{tag}"
 
     def trained(row: Row, pairs: Path) -> Path:
+        """``row`` trained on ``pairs`` into ``WORK/<row.label>`` (built once per pairs, labels and settings)."""
         model = work / row.label
         build_once(model, lambda out: sh(train_command(
             row, backbone, pairs, states, out,
