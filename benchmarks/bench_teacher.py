@@ -176,11 +176,11 @@ def render(results: dict[str, Any]) -> str:
     lines += ["", "Targets: STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone.", ""]
     for name, met in results["verdicts"].items():
         lines.append(f"- {name}: " + ", ".join(f"{task} {'met' if ok else 'missed'}" for task, ok in met.items()))
-    if results.get("student_verdicts"):
+    if results["student_verdicts"]:
         lines += ["", f"Student targets: >= the bi-encoder + {POINTS_TARGET:g} points and >= {GAP_TARGET:.0%} of "
                       "the teacher-bi-encoder gap closed, on each task.", ""]
-    for name, judged in results.get("student_verdicts", {}).items():
-        lines.append(f"- {name}: " + "; ".join(f"{task} {judgement(v)}" for task, v in judged.items()))
+        lines += [f"- {name}: " + "; ".join(f"{task} {judgement(v)}" for task, v in judged.items())
+                  for name, judged in results["student_verdicts"].items()]
     if results["curve"]:
         tasks = [task for task in TASKS if any(task in point["test"] for point in results["curve"])]
         dev = sorted({key for point in results["curve"] for key in point["dev"]})
@@ -295,7 +295,7 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
 def judged_students(rows: dict[str, Any], teacher: str) -> dict[str, dict[str, Any]]:
     """{student row: {task: points over the bi-encoder row, share of the gap to ``teacher`` closed, targets}}
     (``quality_report.verdicts``); empty without a bi-encoder row."""
-    [baseline] = [name for name in rows if name.startswith(BI_ENCODER_ROW)] or [None]
+    baseline = next((name for name in rows if name.startswith(BI_ENCODER_ROW)), None)
     if baseline is None:
         return {}
     return {name: {task: student_verdicts(row["metrics"][task], rows[baseline]["metrics"][task],
