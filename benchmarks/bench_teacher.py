@@ -24,6 +24,9 @@ is given back:
   NLI. The lambda = 1 row is the gold-label baseline the teacher must beat. With ``--bi-encoder``, the same-backbone
   bi-encoder learns the gold-labelled pairs too (CoSENT on the gold scores, end to end for ``--student-epochs``),
   and each student is judged against it: points over it and the share of the teacher-bi-encoder gap closed.
+  Source ``stsb-silver`` adds ``--silver-pairs`` pairs without gold (STS-B train sentences beside their BM25
+  neighbours, ``preprocess.silver_pairs``): the teacher alone labels them for the students of lambda < 1; the
+  gold-label rows leave them out.
 
 Targets (issue 27): STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone. The cost
 of each adapter comes from its ``adaptation_report.json``. Writes ``REPORT.md``, ``REPORT.json`` and
@@ -56,7 +59,8 @@ class ReportError(ValueError):
     """A --teacher or --curve argument that names nothing usable."""
 
 
-STUDENT_SOURCES = ("stsb", "sick", "snli")
+STUDENT_SOURCES = ("stsb", "sick", "snli", "stsb-silver")
+SILVER = "stsb-silver"
 BI_ENCODER_ROW = "bi-encoder, gold labels"
 BI_ENCODER_ON_PAIRS = ("--ibn_weight", "0", "--angle_weight", "0", "--cosine_weight", "1")  # graded: CoSENT alone
 BASELINES = {"minilm": ("sentence-transformers", ("sts", "nli", "scifact")), "bm25": ("bm25", ("scifact",))}
@@ -86,13 +90,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--student-epochs", type=float, default=0.0,
         help="students: 0 trains PMA + IEM alone; N > 0 then trains them end to end (LoRA) for N epochs")
     add("--student-sources", nargs="+", default=["stsb"], choices=STUDENT_SOURCES,
-        help="students: the pairs they learn from (stsb, sick: the train splits; snli: the SNLI training half)")
+        help="students: the pairs they learn from (stsb, sick: the train splits; snli: the SNLI training half; "
+             "stsb-silver: unlabelled BM25 neighbours of STS-B train sentences, for the teacher alone)")
+    add("--silver-pairs", type=int, default=5000, help="students: how many stsb-silver pairs")
     add("--max-tokens", type=int, default=128, help="students: tokens per text")
     add("--bi-encoder", action="store_true", help="students: also the same-backbone bi-encoder on the gold-labelled "
                                                    "pairs (CoSENT), their baseline; needs --student-epochs")
     args = parser.parse_args(argv)
     if args.bi_encoder and not (args.gold_weights and args.student_epochs):
         parser.error("--bi-encoder trains end to end beside the students: give --gold-weights and --student-epochs")
+    if set(args.student_sources) <= {SILVER}:
+        parser.error(f"--student-sources {SILVER}: pairs without gold go beside gold pairs (add stsb, sick or snli)")
     return args
 
 
@@ -227,10 +235,18 @@ def plot(results: dict[str, Any], png: Path) -> None:
 
 
 def student_source_files(data: Path, work: Path, sources: Sequence[str]) -> list[str]:
-    """The pairs files of ``--student-sources``: STS-B and SICK train, and the SNLI half this report trains on."""
+    """The pairs files of the gold ``sources``: STS-B and SICK train, and the SNLI half this report trains on."""
     files = {"stsb": data / "en" / "stsb" / "train.jsonl", "sick": data / "en" / "sick" / "train.jsonl",
              "snli": work / "snli" / "train.jsonl"}
     return [str(files[source]) for source in sources]
+
+
+def silver_file(data: Path, work: Path, count: int, seed: int) -> str:
+    """``count`` STS-B train sentences beside their BM25 neighbours (``preprocess.silver_pairs``, built once)."""
+    output, stsb = work / f"silver_stsb_{count}.jsonl", data / "en" / "stsb" / "train.jsonl"
+    build_once(output, lambda out: sh([PYTHON, "-m", "preprocess.silver_pairs", str(stsb), "--output", str(out),
+                                       "--limit", str(count), "--seed", str(seed)]), {"count": count, "seed": seed})
+    return str(output)
 
 
 def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: argparse.Namespace
@@ -239,33 +255,37 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
     row ``teacher`` (``adapter``): PMA + IEM on cached token states, then ``--student-epochs`` end to end. Below
     lambda = 1 the teacher's name is part of every file name, and so are the sources and the end-to-end epochs
     where they differ from the defaults, so that other students in the same ``--work`` are trained anew; a teacher
-    whose weights changed under the same name labels its pairs again. The students share one token-state cache
-    per set of texts, named for what decides it: the sources, the token limit, the seed and the batching."""
-    sources = student_source_files(Path(args.data), work, args.student_sources)
-    variant = ("" if args.student_sources == ["stsb"] else "_" + "-".join(args.student_sources))
+    whose weights changed under the same name labels its pairs again. The rows on gold labels (lambda = 1, the
+    bi-encoder) learn the gold sources alone. Each set of texts has one token-state cache, named for what decides
+    it: the sources, the token limit, the seed, the batching and the silver pairs."""
+    gold_sources = [source for source in args.student_sources if source != SILVER]
     end_to_end = f"_e2e{args.student_epochs:g}" if args.student_epochs else ""
     epochs = f"end to end {args.student_epochs:g} epoch" + ("s" if args.student_epochs != 1 else "")
-    detail = ", ".join([*([f"on {'+'.join(args.student_sources)}"] if variant else []),
-                        *([epochs] if end_to_end else [])])
     from common.fingerprints import saved_digest
 
     rows = {}
-    texts = {"seed": args.seed, **({"batches": "one source each"} if len(sources) > 1 else {})}  # (mixed before)
-    texts_digest = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:8]
-    states = work / f"token_states_{'-'.join(args.student_sources)}_{args.max_tokens}_{texts_digest}"
     model_path, adapter_path = teacher_model(backbone, adapter)
 
-    def labelled(weight: float) -> tuple[str, Path]:
-        """The row tag and the pairs folder labelled at ``weight`` (built once)."""
+    def labelled(weight: float) -> tuple[str, Path, Path, str]:
+        """The row tag, the pairs folder labelled at ``weight`` (built once), its token-state cache and the row
+        label's detail."""
+        names = args.student_sources if weight < 1 else gold_sources
+        variant = "" if names == ["stsb"] else "_" + "-".join(names)
+        sources = student_source_files(Path(args.data), work, [name for name in names if name != SILVER])
+        silver = ([silver_file(Path(args.data), work, args.silver_pairs, args.seed)] if SILVER in names else [])
+        texts = {"seed": args.seed, **({"batches": "one source each"} if len(names) > 1 else {}),  # (mixed before)
+                 **({"silver_pairs": args.silver_pairs} if silver else {})}
+        digest = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:8]
         tag = (f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}") + variant
         build_once(work / f"pairs_{tag}", lambda out: sh([
-            PYTHON, "-m", "teacher.label_pairs", *sources, "--output", str(out), "--teacher", model_path,
-            *(["--adapter", adapter_path] if adapter_path else []), "--gold-weight", str(weight), "--seed",
-            str(args.seed), "--dtype", "float32"]),
+            PYTHON, "-m", "teacher.label_pairs", *sources, *(["--unlabelled", *silver] if silver else []),
+            "--output", str(out), "--teacher", model_path, *(["--adapter", adapter_path] if adapter_path else []),
+            "--gold-weight", str(weight), "--seed", str(args.seed), "--dtype", "float32"]),
             {**({"teacher": saved_digest(adapter)} if weight != 1 else {}), **texts})
-        return tag, work / f"pairs_{tag}"
+        detail = ", ".join([*([f"on {'+'.join(names)}"] if variant else []), *([epochs] if end_to_end else [])])
+        return tag, work / f"pairs_{tag}", work / f"token_states_{'-'.join(names)}_{args.max_tokens}_{digest}", detail
 
-    def trained(row: Row, pairs: Path) -> Path:
+    def trained(row: Row, pairs: Path, states: Path) -> Path:
         """``row`` trained on ``pairs`` into ``WORK/<row.label>`` (built once per pairs, labels and settings)."""
         model = work / row.label
         build_once(model, lambda out: sh(train_command(
@@ -277,18 +297,21 @@ def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: a
              **({"options": list(row.options)} if row.options else {})})
         return model
 
+    def named(label: str, detail: str) -> str:
+        return f"{label} ({detail})" if detail else label
+
     for weight in args.gold_weights:
-        tag, pairs = labelled(weight)
+        tag, pairs, states, detail = labelled(weight)
         name = f"student_{tag}{end_to_end}"
         row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
         label = "student, gold labels alone" if weight == 1 else f"student of {teacher}, gold weight {weight:g}"
-        rows[f"{label} ({detail})" if detail else label] = {
-            "metrics": evaluate(work, name, "d2llm", str(trained(row, pairs)), None, ("sts", "nli"), args)}
+        rows[named(label, detail)] = {
+            "metrics": evaluate(work, name, "d2llm", str(trained(row, pairs, states)), None, ("sts", "nli"), args)}
     if args.bi_encoder:
-        tag, pairs = labelled(1.0)
+        tag, pairs, states, detail = labelled(1.0)
         row = Row(f"bi_encoder_{tag}{end_to_end}", "bi_encoder", BI_ENCODER_ON_PAIRS)
-        rows[f"{BI_ENCODER_ROW} ({detail})"] = {
-            "metrics": evaluate(work, row.label, "bi-encoder", str(trained(row, pairs)), None, ("sts", "nli"), args)}
+        rows[named(BI_ENCODER_ROW, detail)] = {"metrics": evaluate(
+            work, row.label, "bi-encoder", str(trained(row, pairs, states)), None, ("sts", "nli"), args)}
     return rows
 
 

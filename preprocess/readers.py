@@ -5,11 +5,14 @@ Sources, by ``layout`` (``auto`` picks from the columns or folder):
 * ``graded``   JSONL/CSV/TSV or hub rows ``{sentence1, sentence2, score}``: positive where ``score >= threshold``;
 * ``labelled`` rows ``{sentence1, sentence2, label}``: positive where the label is ``entailment`` / ``1`` / ``true``;
 * ``examples`` rows ``{query, positive[, task][, language]}``, already in the schema;
-* ``beir``     a folder ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``: positive where qrel score >= 1.
+* ``beir``     a folder ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``: positive where qrel score >= 1;
+* ``unlabelled`` rows ``{sentence1, sentence2}`` without gold (``read_pairs`` only, never picked by ``auto``): pairs
+  a teacher labels alone, such as ``preprocess.silver_pairs`` writes.
 
 Besides the examples, every reader returns the **corpus** hard negatives are mined from: both sides of every
 valid pair, or the BEIR corpus. ``read_pairs`` gives the same rows as (query, passage, target) with a target
-probability in [0, 1] (score / max score, or label 1 / 0) for teacher adaptation and evaluation.
+probability in [0, 1] (score / max score, or label 1 / 0; NaN for an unlabelled pair) for teacher adaptation and
+evaluation.
 
 Bad input: a missing column, an unreadable row or score, a duplicate BEIR id or a qrel naming an unknown id
 raise an error naming the file, row and column. Rows that cannot be used but are legal data are skipped and
@@ -30,6 +33,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import random
 from collections import Counter
@@ -44,7 +48,7 @@ from common.stages import write_whole
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("auto", "graded", "labelled", "examples", "beir")
+LAYOUTS = ("auto", "graded", "labelled", "examples", "beir", "unlabelled")
 POSITIVE_LABELS = ("entailment", "1", "true")
 PAIR_FEATURES = Features({"query": Value("string"), "passage": Value("string"), "target": Value("float32"),
                           "task": Value("string"), "language": Value("string")})
@@ -176,6 +180,7 @@ def _pair_values(records: Iterator[tuple[str, dict]], layout: str, report: ReadR
         "graded": ("sentence1", "sentence2", "score"),
         "labelled": ("sentence1", "sentence2", "label"),
         "examples": ("query", "positive", None),
+        "unlabelled": ("sentence1", "sentence2", None),
     }[layout]
     seen: set[tuple[str, str]] = set()
     for location, row in records:
@@ -235,6 +240,9 @@ def read_examples(
     """
     report = ReadReport(source)
     layout = _resolve_layout(source, layout, split, subset)
+    if layout == "unlabelled":
+        raise DataError(f"{source}: unlabelled pairs hold no positives to train on; label them first "
+                        "(python -m teacher.label_pairs --unlabelled)")
     if layout == "beir":
         rows, corpus = _beir_examples(Path(source), split, min_relevance, report)
         task = task or "asymmetric"
@@ -280,19 +288,22 @@ def read_pairs(
     limit: int | None = None,
     seed: int = 0,
 ) -> tuple[Dataset, ReadReport]:
-    """Graded or labelled pairs as (query, passage, target, task, language), target = score / max_score or 0/1."""
+    """Graded, labelled or unlabelled pairs as (query, passage, target, task, language), target = score / max_score,
+    1 / 0, or NaN (no gold)."""
     report = ReadReport(source)
     layout = _resolve_layout(source, layout, split, subset)
-    if layout not in ("graded", "labelled"):
-        raise DataError(f"{source}: read_pairs needs graded or labelled pairs, found layout {layout!r}")
+    if layout not in ("graded", "labelled", "unlabelled"):
+        raise DataError(f"{source}: read_pairs needs graded, labelled or unlabelled pairs, found layout {layout!r}")
     rows = []
     for location, first, second, value, row in _pair_values(iter_records(source, split, subset), layout, report):
         if layout == "graded":
             target = _score(value, location) / max_score
             if not 0.0 <= target <= 1.0:
                 raise DataError(f"{location}: score {value!r} is outside [0, {max_score}] (set max_score)")
-        else:
+        elif layout == "labelled":
             target = float(_is_positive_label(value, positive_labels))
+        else:
+            target = math.nan
         row_task, row_language = _row_task_language(row, task, language, location)
         rows.append({"query": first, "passage": second, "target": target, "task": row_task,
                      "language": row_language})

@@ -1,13 +1,16 @@
 """Pairs -> pair batches whose targets blend the gold label with the teacher's score (docs/method.md, eq. (10)).
 
     python -m teacher.label_pairs SOURCE [SOURCE ...] --teacher BACKBONE --adapter ADAPTER --output DIR
-        [--gold-weight 0.5] [--batch-size 32] [--layout auto|graded|labelled] [--limit N] [--seed 0]
+        [--gold-weight 0.5] [--unlabelled PAIRS ...] [--batch-size 32] [--layout auto|graded|labelled]
+        [--limit N] [--seed 0]
 
 Each pair (a, b) of each ``SOURCE`` (any file or hub dataset ``preprocess.readers.read_pairs`` reads; a graded
 pair's gold is score / 5, a labelled pair's 1 or 0) gets the target
 
     t = lambda * t_gold + (1 - lambda) * p_teacher(yes | a, b),     lambda = --gold-weight,
 
+and each pair of each ``--unlabelled`` file (rows ``{sentence1, sentence2}``, such as ``preprocess.silver_pairs``
+writes) has no gold, so t = p_teacher(yes | a, b) whatever lambda: pairs the teacher alone can teach.
 and the pairs are cut into ``preprocess.pair_batches`` batches, each of one SOURCE. ``train.py --train_dataset DIR``
 then trains the D2LLM student (or the bi-encoder) on them with CoSENT (``distil.losses.gold_ranking_loss``), which
 ranks a batch's pairs by their targets: lambda = 1 is the gold labels alone, lambda = 0 pure distillation of the
@@ -32,24 +35,27 @@ from teacher.model import YesNoTeacher, add_teacher_cost_arguments
 
 
 def blended_targets(gold: torch.Tensor, teacher: torch.Tensor, gold_weight: float) -> torch.Tensor:
-    """``gold_weight * gold + (1 - gold_weight) * teacher``; both ``[N]`` in [0, 1]."""
+    """``gold_weight * gold + (1 - gold_weight) * teacher``, and ``teacher`` alone where ``gold`` is NaN (no gold
+    label); both ``[N]`` in [0, 1]."""
     if not 0.0 <= gold_weight <= 1.0:
         raise DataError(f"--gold-weight {gold_weight}: must lie in [0, 1]")
-    return gold_weight * gold.float() + (1.0 - gold_weight) * teacher.float()
+    blended = gold_weight * gold.float() + (1.0 - gold_weight) * teacher.float()
+    return torch.where(gold.isnan(), teacher.float(), blended)
 
 
 def label_pairs(pairs: Dataset, teacher: YesNoTeacher | None, gold_weight: float, batch_size: int = 32
                 ) -> Dataset:
     """``read_pairs`` rows with ``target`` replaced by ``blended_targets`` (the teacher scores each task's pairs;
-    with ``gold_weight`` 1 it is not run and may be None)."""
+    with ``gold_weight`` 1 it scores the pairs without gold only, and with none of those it may be None)."""
     gold = torch.tensor(pairs["target"], dtype=torch.float32)
     scores = torch.zeros_like(gold)
-    if gold_weight < 1.0:
+    needed = torch.ones_like(gold, dtype=torch.bool) if gold_weight < 1.0 else gold.isnan()
+    if needed.any():
         if teacher is None:
-            raise ValueError("a teacher is needed unless --gold-weight is 1")
+            raise ValueError("a teacher is needed unless --gold-weight is 1 and every pair has gold")
         tasks = pairs["task"]
-        for task in sorted(set(tasks)):
-            rows = [index for index, name in enumerate(tasks) if name == task]
+        for task in sorted({tasks[index] for index in needed.nonzero().flatten().tolist()}):
+            rows = [index for index, name in enumerate(tasks) if name == task and needed[index]]
             scores[rows] = teacher.probability([pairs[i]["query"] for i in rows], [pairs[i]["passage"] for i in rows],
                                                task, batch_size=batch_size, show_progress=True)
     targets = blended_targets(gold, scores, gold_weight).tolist()
@@ -63,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--teacher", required=True, help="the teacher's causal-LM folder (or .gguf file)")
     parser.add_argument("--adapter", help="the adapted teacher's LoRA folder")
     parser.add_argument("--gold-weight", type=float, default=0.5, help="lambda: 1 = gold alone, 0 = teacher alone")
+    parser.add_argument("--unlabelled", nargs="+", default=[], metavar="PAIRS",
+                        help="pairs without gold ({sentence1, sentence2} rows): the teacher alone labels them")
     parser.add_argument("--layout", default="auto", choices=("auto", "graded", "labelled"))
     parser.add_argument("--split", default="train")
     parser.add_argument("--positive-labels", nargs="+", default=list(POSITIVE_LABELS))
@@ -73,11 +81,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_teacher_cost_arguments(parser)
     args = parser.parse_args(argv)
     blended_targets(torch.zeros(0), torch.zeros(0), args.gold_weight)  # refuse a bad weight before any work
-    read = [read_pairs(source, layout=args.layout, split=args.split, positive_labels=args.positive_labels,
-                       task=args.task, limit=args.limit, seed=args.seed)[0] for source in args.sources]
+    read = [read_pairs(source, layout=layout, split=args.split, positive_labels=args.positive_labels,
+                       task=args.task, limit=args.limit, seed=args.seed)[0]
+            for source, layout in [*((source, args.layout) for source in args.sources),
+                                   *((source, "unlabelled") for source in args.unlabelled)]]
     pairs = concatenate_datasets([rows.add_column("source", [source] * len(rows))
-                                  for rows, source in zip(read, args.sources)])
-    teacher = None if args.gold_weight == 1.0 else YesNoTeacher.from_pretrained(
+                                  for rows, source in zip(read, [*args.sources, *args.unlabelled])])
+    teacher = None if args.gold_weight == 1.0 and not args.unlabelled else YesNoTeacher.from_pretrained(
         args.teacher, adapter=args.adapter, dtype=args.dtype, prompt_preset=args.prompt_preset)
     batches = pair_batches(label_pairs(pairs, teacher, args.gold_weight, args.batch_size), args.batch_size,
                            args.seed)

@@ -181,6 +181,43 @@ def test_a_bi_encoder_learns_the_gold_pairs_beside_the_students_and_judges_them(
     assert "sts +30.0 points (met), gap closed 0.75 (met)" in (tmp_path / "r.md").read_text()
 
 
+def test_silver_pairs_reach_the_teachers_students_unlabelled_and_never_the_gold_rows(tmp_path, monkeypatch):
+    commands = _recorded_commands(monkeypatch)
+    monkeypatch.setattr(bench_teacher, "evaluate", lambda work, name, kind, path, adapter, tasks, args: {
+        task: 0.5 for task in tasks})
+    adapter, work = _checkpoint(tmp_path / "adapter", 10, 0.5), tmp_path / "work"
+    bench_teacher.main(["--work", str(work), "--report", str(tmp_path / "r"), "--backbone", "B", "--data",
+                        str(REPO.parent / "shared" / "data"), "--teacher", f"t={adapter}", "--gold-weights", "1", "0",
+                        "--student-sources", "stsb", "stsb-silver", "--silver-pairs", "40", "--student-epochs", "1",
+                        "--bi-encoder"])
+    [silver] = [command for command in commands if "preprocess.silver_pairs" in command]
+    assert silver[silver.index("preprocess.silver_pairs") + 1].endswith("stsb/train.jsonl")
+    assert _option_value(silver, "--limit") == "40"
+    labelled = {Path(_option_value(command, "--output")).name: command for command in commands
+                if "teacher.label_pairs" in command}
+    assert sorted(labelled) == ["pairs_gold1", "pairs_t_gold0_stsb-stsb-silver"]
+    assert _option_value(labelled["pairs_t_gold0_stsb-stsb-silver"], "--unlabelled") == str(
+        work / "silver_stsb_40.jsonl")
+    assert "--unlabelled" not in labelled["pairs_gold1"]
+    trained = {Path(_option_value(command, "--output_dir")).name: command for command in commands
+               if "train.py" in command}
+    assert sorted(trained) == ["bi_encoder_gold1_e2e1", "student_gold1_e2e1", "student_t_gold0_stsb-stsb-silver_e2e1"]
+    assert _option_value(trained["bi_encoder_gold1_e2e1"], "--train_dataset") == str(work / "pairs_gold1")
+    caches = {name: _option_value(command, "--head_warmup_cache_dir") for name, command in trained.items()
+              if "student" in name}
+    assert caches["student_gold1_e2e1"] != caches["student_t_gold0_stsb-stsb-silver_e2e1"]  # other texts
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert {"student, gold labels alone (end to end 1 epoch)", f"{bench_teacher.BI_ENCODER_ROW} (end to end 1 epoch)",
+            "student of t, gold weight 0 (on stsb+stsb-silver, end to end 1 epoch)"} <= set(rows)
+
+
+def test_silver_pairs_without_gold_pairs_beside_them_are_refused(capsys):
+    with pytest.raises(SystemExit) as ended:
+        bench_teacher.parse_args(["--work", "w", "--report", "r", "--backbone", "B", "--student-sources",
+                                  "stsb-silver"])
+    assert ended.value.code == 2 and "pairs without gold go beside gold pairs" in capsys.readouterr().err
+
+
 def test_a_bi_encoder_without_end_to_end_students_is_refused(capsys):
     with pytest.raises(SystemExit) as ended:
         bench_teacher.parse_args(["--work", "w", "--report", "r", "--backbone", "B", "--gold-weights", "0",

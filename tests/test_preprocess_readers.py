@@ -157,6 +157,17 @@ def test_read_pairs_gives_soft_targets_for_scores_and_hard_for_labels(tmp_path):
         read_pairs(str(write_jsonl(tmp_path / "h.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 7}])))
 
 
+def test_unlabelled_pairs_are_read_only_when_asked_for_and_never_as_training_examples(tmp_path):
+    rows = [{"sentence1": "a", "sentence2": "b"}, {"sentence1": "a", "sentence2": "a"}]
+    path = write_jsonl(tmp_path / "u.jsonl", rows)
+    pairs, report = read_pairs(str(path), layout="unlabelled")
+    assert len(pairs) == 1 and pairs["target"][0] != pairs["target"][0]  # NaN: no gold
+    with pytest.raises(DataError, match="cannot tell the layout"):
+        read_pairs(str(path))
+    with pytest.raises(DataError, match="unlabelled pairs hold no positives"):
+        read_examples(str(path), layout="unlabelled")
+
+
 def test_hub_class_labels_are_read_as_names_and_unlabelled_rows_are_skipped(monkeypatch):
     from datasets import ClassLabel, Dataset, Features, Value
 

@@ -40,6 +40,13 @@ def test_blended_targets_equal_the_weighted_sum_pair_by_pair():
         blended_targets(gold, teacher, 1.5)
 
 
+def test_a_pair_without_gold_takes_the_teachers_score_alone_at_every_gold_weight():
+    gold, teacher = torch.tensor([0.0, float("nan"), 1.0]), torch.tensor([0.9, 0.5, 0.2])
+    for weight in (0.0, 0.3, 1.0):
+        expected = [t if g != g else weight * g + (1 - weight) * t for g, t in zip(gold.tolist(), teacher.tolist())]
+        assert blended_targets(gold, teacher, weight).tolist() == pytest.approx(expected)
+
+
 def test_the_command_writes_batches_whose_targets_blend_gold_with_the_teachers_own_pair_scores(tmp_path):
     torch.manual_seed(0)
     model_dir = tmp_path / "tiny-llm"
@@ -66,6 +73,29 @@ def test_gold_weight_one_gives_the_gold_pair_batches_without_running_the_teacher
                       "--gold-weight", "1", "--batch-size", "4"])
     pair_batches.main([str(pairs), "--output", str(tmp_path / "plain"), "--batch-size", "4"])
     assert load_from_disk(str(tmp_path / "gold")).to_list() == load_from_disk(str(tmp_path / "plain")).to_list()
+
+
+def test_unlabelled_pairs_are_scored_by_the_teacher_alone_beside_gold_pairs_kept_gold(tmp_path):
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny-llm"
+    LlamaForCausalLM(tiny_llama(max_position_embeddings=256)).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    pairs, unlabelled = _pairs_file(tmp_path), tmp_path / "silver.jsonl"
+    unlabelled.write_text("".join(json.dumps({"sentence1": f"one {a} {index}", "sentence2": f"two {a}"}) + "\n"
+                                  for index, a in enumerate(WORDS * 2)))
+    label_pairs.main([str(pairs), "--unlabelled", str(unlabelled), "--output", str(tmp_path / "out"), "--teacher",
+                      str(model_dir), "--gold-weight", "1", "--batch-size", "4", "--dtype", "float32"])
+    batches = load_from_disk(str(tmp_path / "out"))
+    assert len(batches) == 6
+    gold = {(json.loads(line)["sentence1"], json.loads(line)["sentence2"]): json.loads(line)["score"] / 5
+            for line in pairs.read_text().splitlines()}
+    teacher = YesNoTeacher.from_pretrained(str(model_dir), device="cpu", dtype="float32")
+    for row in batches:
+        for query, passage, target in zip(row["queries"], row["positives"], row["targets"]):
+            expected = gold.get((query, passage))
+            if expected is None:
+                expected = teacher.probability([query], [passage], "symmetric", batch_size=1).item()
+            assert target == pytest.approx(expected, abs=1e-4)
 
 
 def test_each_batch_holds_pairs_of_one_source_so_graded_and_binary_labels_are_never_ranked_together(tmp_path):
