@@ -31,6 +31,19 @@ def _pairs_file(tmp_path: Path) -> Path:
     return pairs
 
 
+def _tiny_teacher(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model_dir = tmp_path / "tiny-llm"
+    LlamaForCausalLM(tiny_llama(max_position_embeddings=256)).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    return model_dir
+
+
+def _gold_targets(pairs: Path) -> dict[tuple[str, str], float]:
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    return {(row["sentence1"], row["sentence2"]): row["score"] / 5 for row in rows}
+
+
 def test_blended_targets_equal_the_weighted_sum_pair_by_pair():
     gold, teacher = torch.tensor([0.0, 0.4, 1.0]), torch.tensor([0.9, 0.5, 0.2])
     for weight in (0.0, 0.3, 1.0):
@@ -48,18 +61,14 @@ def test_a_pair_without_gold_takes_the_teachers_score_alone_at_every_gold_weight
 
 
 def test_the_command_writes_batches_whose_targets_blend_gold_with_the_teachers_own_pair_scores(tmp_path):
-    torch.manual_seed(0)
-    model_dir = tmp_path / "tiny-llm"
-    LlamaForCausalLM(tiny_llama(max_position_embeddings=256)).save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
+    model_dir = _tiny_teacher(tmp_path)
     pairs, output = _pairs_file(tmp_path), tmp_path / "labelled"
     label_pairs.main([str(pairs), "--output", str(output), "--teacher", str(model_dir), "--gold-weight", "0.25",
                       "--batch-size", "4", "--dtype", "float32"])
     batches = load_from_disk(str(output))
     assert len(batches) == 3 and all(len(row["targets"]) == 4 for row in batches)
     teacher = YesNoTeacher.from_pretrained(str(model_dir), device="cpu", dtype="float32")
-    gold = {(json.loads(line)["sentence1"], json.loads(line)["sentence2"]): json.loads(line)["score"] / 5
-            for line in pairs.read_text().splitlines()}
+    gold = _gold_targets(pairs)
     for row in batches:
         for query, passage, target in zip(row["queries"], row["positives"], row["targets"]):
             alone = teacher.probability([query], [passage], "symmetric", batch_size=1).item()  # no padding
@@ -76,10 +85,7 @@ def test_gold_weight_one_gives_the_gold_pair_batches_without_running_the_teacher
 
 
 def test_unlabelled_pairs_are_scored_by_the_teacher_alone_beside_gold_pairs_kept_gold(tmp_path):
-    torch.manual_seed(0)
-    model_dir = tmp_path / "tiny-llm"
-    LlamaForCausalLM(tiny_llama(max_position_embeddings=256)).save_pretrained(model_dir)
-    tiny_tokenizer().save_pretrained(model_dir)
+    model_dir = _tiny_teacher(tmp_path)
     pairs, unlabelled = _pairs_file(tmp_path), tmp_path / "silver.jsonl"
     unlabelled.write_text("".join(json.dumps({"sentence1": f"one {a} {index}", "sentence2": f"two {a}"}) + "\n"
                                   for index, a in enumerate(WORDS * 2)))
@@ -87,8 +93,7 @@ def test_unlabelled_pairs_are_scored_by_the_teacher_alone_beside_gold_pairs_kept
                       str(model_dir), "--gold-weight", "1", "--batch-size", "4", "--dtype", "float32"])
     batches = load_from_disk(str(tmp_path / "out"))
     assert len(batches) == 6
-    gold = {(json.loads(line)["sentence1"], json.loads(line)["sentence2"]): json.loads(line)["score"] / 5
-            for line in pairs.read_text().splitlines()}
+    gold = _gold_targets(pairs)
     teacher = YesNoTeacher.from_pretrained(str(model_dir), device="cpu", dtype="float32")
     for row in batches:
         for query, passage, target in zip(row["queries"], row["positives"], row["targets"]):
