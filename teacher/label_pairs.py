@@ -10,13 +10,12 @@ pair's gold is score / 5, a labelled pair's 1 or 0) gets the target
     t = lambda * t_gold + (1 - lambda) * p_teacher(yes | a, b),     lambda = --gold-weight,
 
 and each pair of each ``--unlabelled`` file (rows ``{sentence1, sentence2}``, such as ``preprocess.silver_pairs``
-writes) has no gold, so t = p_teacher(yes | a, b) whatever lambda: pairs the teacher alone can teach.
-and the pairs are cut into ``preprocess.pair_batches`` batches, each of one SOURCE. ``train.py --train_dataset DIR``
+writes) has no gold, so t = p_teacher(yes | a, b) whatever lambda: pairs the teacher alone can teach. The pairs
+are cut into ``preprocess.pair_batches`` batches, each of one SOURCE. ``train.py --train_dataset DIR``
 then trains the D2LLM student (or the bi-encoder) on them with CoSENT (``distil.losses.gold_ranking_loss``), which
 ranks a batch's pairs by their targets: lambda = 1 is the gold labels alone, lambda = 0 pure distillation of the
-teacher's ranking, and pairs without a useful label (a mined or unlabelled pair read as labelled) can be taught by
-the teacher alone. The teacher reads each pair once, in the
-order a, b (adapted teachers are trained on both orders). Output is written whole or not at all.
+teacher's ranking. The teacher reads each pair once, in the order a, b (adapted teachers are trained on both
+orders). Output is written whole or not at all.
 """
 
 from __future__ import annotations
@@ -54,10 +53,12 @@ def label_pairs(pairs: Dataset, teacher: YesNoTeacher | None, gold_weight: float
         if teacher is None:
             raise ValueError("a teacher is needed unless --gold-weight is 1 and every pair has gold")
         tasks = pairs["task"]
-        for task in sorted({tasks[index] for index in needed.nonzero().flatten().tolist()}):
+        for task in sorted(set(tasks)):
             rows = [index for index, name in enumerate(tasks) if name == task and needed[index]]
-            scores[rows] = teacher.probability([pairs[i]["query"] for i in rows], [pairs[i]["passage"] for i in rows],
-                                               task, batch_size=batch_size, show_progress=True)
+            if rows:
+                scores[rows] = teacher.probability([pairs[i]["query"] for i in rows],
+                                                   [pairs[i]["passage"] for i in rows], task, batch_size=batch_size,
+                                                   show_progress=True)
     targets = blended_targets(gold, scores, gold_weight).tolist()
     return pairs.remove_columns("target").add_column("target", targets)
 
