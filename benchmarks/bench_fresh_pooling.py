@@ -7,7 +7,7 @@ quality benchmark's seeded STS-B and SciFact slices (``bench_quality.evaluation_
 * PMA, ``pma_init mean`` (starts as the layer-normed masked mean).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_fresh_pooling.py [--backbone FOLDER] [--tasks sts scifact]
-        [--output benchmarks/results/bench_fresh_pooling.json]
+        [--output docs/results/bench_fresh_pooling.json]
 
 ``--backbone``: a causal-LM folder (default: the embedded SmolLM2 GGUF). Prints and writes the metrics and each
 variant's ratio to mean pooling.
@@ -44,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default="../shared/data", help="the shared data folder (relative: to the repo)")
     parser.add_argument("--tasks", nargs="+", default=["sts", "scifact"], choices=tuple(bench_quality.TASKS))
     parser.add_argument("--max-tokens", type=int, default=128, help="tokens per text (as in bench_quality)")
-    parser.add_argument("--output", default="benchmarks/results/bench_fresh_pooling.json")
+    parser.add_argument("--output", default="docs/results/bench_fresh_pooling.json")
     return parser.parse_args()
 
 

@@ -1,6 +1,6 @@
 """Quality at scale: does the distilled student beat a same-data bi-encoder and approach its teacher?
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_quality.py --work /tmp/bench_quality [--report docs/results/quality]
+    OMP_NUM_THREADS=2 python benchmarks/bench_quality.py --work /tmp/bench_quality [--report docs/results/paper]
 
 Every stage is one of the project's own commands (or, for evaluation, ``evaluate_model``'s code in a child process)
 and is built with ``common.stages.build_once``: its output appears in one rename when it is complete, so a killed run
@@ -44,9 +44,7 @@ the verdicts on both targets), the learning curve as a PNG, the stage times and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import random
 import shlex
 import subprocess
 import sys
@@ -59,11 +57,11 @@ sys.path.insert(0, str(REPO))
 from benchmarks.quality_report import (CURVE_ROWS, ROWS, Ledger, Row, recorded_ledger, write_report)
 from benchmarks.quality_report import verdicts  # noqa: E402, F401  (re-exported: the script's tested surface)
 from benchmarks.row_evaluation import evaluated  # noqa: E402
+from preprocess.split_pairs import write_halves  # noqa: E402
 
 PYTHON = sys.executable
 TRAIN_CONFIG = REPO / "configs" / "main_job.yaml"
-ACCELERATE_ONE_PROCESS = [PYTHON, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-                          "--mixed_precision", "no", "--dynamo_backend", "no"]
+from common.recipes import ACCELERATE_ONE_PROCESS  # noqa: E402
 SOURCES = ("stsb", "sick", "snli")
 # the headline rows first, so that a run cut short has them
 RUN_ORDER = ("teacher", "minilm", "heads_spec", "bi_encoder", "heads_kd", "heads_no_pairwise", "heads_gold",
@@ -77,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add = parser.add_argument
     add("--data", default="../shared/data", help="the shared data folder, holding en/... (relative: to the repo)")
     add("--work", default="outputs/bench_quality", help="every stage's output and results.json")
-    add("--report", default="docs/results/quality", help="REPORT.md, REPORT.json and REPORT.png")
+    add("--report", default="docs/results/paper", help="REPORT.md, REPORT.json and REPORT.png")
     add("--report-only", action="store_true", help="write the report of what WORK holds and run nothing")
     add("--backbone", help="causal-LM folder for teacher and students (default: export the embedded SmolLM2)")
     add("--seed", type=int, default=0)
@@ -132,22 +130,6 @@ def sh(command: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- data
-def split_by_premise(rows: list[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Two halves of SNLI-style rows with no premise (``sentence1``) in both: premises shuffled with ``seed``."""
-    premises = sorted({row["sentence1"] for row in rows})
-    random.Random(seed).shuffle(premises)
-    first = set(premises[: len(premises) // 2])
-    return [row for row in rows if row["sentence1"] in first], [row for row in rows if row["sentence1"] not in first]
-
-
-def write_snli_halves(source: Path, seed: int, out: Path) -> None:
-    """``out/train.jsonl`` (the training half) and ``out/test.jsonl`` (the NLI test set)."""
-    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
-    out.mkdir(parents=True)
-    for name, half in zip(("train", "test"), split_by_premise(rows, seed)):
-        (out / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in half))
-
-
 def read_arguments(args: argparse.Namespace, snli: Path) -> dict[str, list[str]]:
     """``preprocess.readers`` arguments of each training source."""
     en = Path(args.data) / "en"
@@ -209,25 +191,13 @@ def write_subset(scored: Path, queries: int, seed: int, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- training
-def bf16_options() -> list[str]:
-    """bf16 autocast for end-to-end training where the hardware is fast at it (on a CPU: ``--use_cpu``)."""
-    import torch
-
-    from common.hardware import fast_bf16
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not fast_bf16(device):
-        return []
-    return ["--bf16", "true", *(["--use_cpu", "true"] if device == "cpu" else [])]
-
-
 def train_command(row: Row, backbone: str, scored: Path, cache: Path, out: Path, args: argparse.Namespace
                   ) -> list[str]:
     """``train.py`` (one process under accelerate) for a trained row, on top of ``configs/main_job.yaml``."""
     common = ["--model_name_or_path", backbone, "--train_dataset", str(scored), "--output_dir", str(out),
               "--max_seq_length", str(args.max_tokens), "--seed", str(args.seed), "--disable_tqdm", "true"]
     heads = ["--head_warmup_epochs", str(args.heads_epochs), "--head_warmup_cache_dir", str(cache)]
-    end_to_end = ["--num_train_epochs", str(args.epochs), *bf16_options()]
+    end_to_end = ["--num_train_epochs", str(args.epochs), "--cpu_bf16", "auto"]
     kind = {
         "heads": [*heads, "--num_train_epochs", "0"],
         "end_to_end": end_to_end,
@@ -334,7 +304,7 @@ def run_scifact(ledger: Ledger, work: Path, backbone: str, args: argparse.Namesp
 
 def export(out: Path) -> None:
     from common.embedded_models import smollm2_gguf
-    from pipeline import export_backbone
+    from teacher.export_backbone import export_backbone
 
     export_backbone(smollm2_gguf(), out)
 
@@ -351,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ledger = Ledger.open(work, settings_of(args), invocation_command(argv))
     backbone = args.backbone or str(ledger.stage("export", work / "smollm2", export))
     en = Path(args.data) / "en"
-    snli = ledger.stage("split snli", work / "snli", lambda out: write_snli_halves(
+    snli = ledger.stage("split snli", work / "snli", lambda out: write_halves(
         en / "snli" / "dev.jsonl", args.seed, out))
     mined = {name: read_and_mine(ledger, work, name, source, args)
              for name, source in read_arguments(args, snli).items()}

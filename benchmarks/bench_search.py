@@ -13,6 +13,7 @@ in blocks of the exact search's chunk), and the two-stage paths, all as ratios a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from common.metrics import retrieval  # noqa: E402
+from common.stages import build_once, write_whole  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
 from evaluation.models import load_d2llm  # noqa: E402
 from retrieval.scoring import DEFAULT_MEMORY_MB, bf16_is_fast, chunk_size, compute_dtype  # noqa: E402
@@ -35,13 +37,18 @@ SETS = {"scifact": "en/scifact", "msmarco-mini": "en/msmarco-mini"}
 
 
 def encoded(model: Any, name: str, data: Path, work: Path, dtype: torch.dtype, batch_size: int) -> dict[str, Any]:
-    """A set's test queries and corpus as embeddings (encoded once with the model in ``dtype``, then cached)."""
+    """A set's test queries and corpus as embeddings, encoded with the model in ``dtype`` once and cached under a
+    key of the model's fingerprint and the set's content: another model or edited data is encoded anew."""
     from safetensors.torch import load_file, save_file
+
+    from common.fingerprints import model_fingerprint, saved_digest
 
     sample = load_retrieval(str(data / SETS[name]), split="test")
     queries = [q for q in sample.queries if q in sample.qrels]
-    cache = work / f"{name}-{str(dtype).split('.')[-1]}.safetensors"
-    if not cache.exists():
+    key = hashlib.sha256(f"{model_fingerprint(model)} {saved_digest(data / SETS[name])}".encode()).hexdigest()
+    cache = work / f"{name}-{str(dtype).split('.')[-1]}-{key[:16]}.safetensors"
+
+    def encode(out: Path) -> None:
         encoder = model.to(dtype)
         with torch.inference_mode():
             passages = encoder.encode_document(list(sample.corpus.values()), batch_size=batch_size,
@@ -49,7 +56,9 @@ def encoded(model: Any, name: str, data: Path, work: Path, dtype: torch.dtype, b
             asked = encoder.encode_query([sample.queries[q] for q in queries], batch_size=batch_size,
                                          convert_to_tensor=True)
         model.float()
-        save_file({"passages": passages.float().contiguous(), "queries": asked.float().contiguous()}, str(cache))
+        save_file({"passages": passages.float().contiguous(), "queries": asked.float().contiguous()}, str(out))
+
+    build_once(cache, encode)
     tensors = load_file(str(cache))
     return {"ids": list(sample.corpus), "query_ids": queries, "qrels": sample.qrels, **tensors}
 
@@ -213,7 +222,7 @@ def main() -> None:
             report["synthetic"].append(synthetic_size(model, real, size, args))
             print(json.dumps(report["synthetic"][-1], indent=1), flush=True)
     if args.output:
-        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_whole(args.output, lambda out: out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8"))
         print(f"wrote {args.output}")
 
 

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from baselines.bi_encoder import BiEncoder  # noqa: E402
 from common.embedded_models import smollm2_gguf  # noqa: E402
+from common.stages import write_whole  # noqa: E402
 from evaluation.loaders import load_retrieval  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
 from search import SearchIndex  # noqa: E402
@@ -167,7 +168,7 @@ def main() -> None:
     text = json.dumps(report, indent=2)
     print(text)
     if args.output:
-        args.output.write_text(text + "\n", encoding="utf-8")
+        write_whole(args.output, lambda out: out.write_text(text + "\n", encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -16,19 +16,9 @@ is given back:
 * the learning curve: every ``checkpoint-N`` folder under ``--curve`` on ``--curve-tasks``, next to the dev
   metric the Trainer logged at that step (each checkpoint's ``trainer_state.json``).
 
-* with ``--gold-weights``: students that combine gold labels with the first teacher's scores (docs/method.md (10)).
-  The pairs of ``--student-sources`` (default: all graded STS-B train pairs) are labelled by ``teacher.label_pairs``
-  at each lambda (1: the gold labels alone, the teacher not run), and a D2LLM student's PMA + IEM train on each for
-  ``--heads-epochs`` on cached token states (``train.py`` with ``configs/main_job.yaml``, as ``bench_quality.py``'s
-  heads rows), then, with ``--student-epochs N``, end to end (LoRA) for N epochs; each is evaluated on STS-B and
-  NLI. The lambda = 1 row is the gold-label baseline the teacher must beat. With ``--bi-encoder``, the same-backbone
-  bi-encoder learns the gold-labelled pairs too (CoSENT on the gold scores, end to end for ``--student-epochs``),
-  and each student is judged against it: points over it and the share of the teacher-bi-encoder gap closed.
-  Source ``stsb-silver`` adds ``--silver-pairs`` pairs without gold (STS-B train sentences beside their BM25
-  neighbours, ``preprocess.silver_pairs``): the teacher alone labels them for the students of lambda < 1; the
-  gold-label rows leave them out.
+Students of a teacher are the ``student`` recipe (``python pipeline.py student --teacher T``).
 
-Targets (issue 27): STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone. The cost
+Targets: STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone. The cost
 of each adapter comes from its ``adaptation_report.json``. Writes ``REPORT.md``, ``REPORT.json`` and
 ``REPORT.png`` (the curve).
 """
@@ -36,7 +26,6 @@ of each adapter comes from its ``adaptation_report.json``. Writes ``REPORT.md``,
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -46,12 +35,12 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quality import PYTHON, sh, teacher_model, train_command, write_snli_halves  # noqa: E402
+from benchmarks.bench_quality import teacher_model  # noqa: E402
+from preprocess.split_pairs import write_halves  # noqa: E402
 from benchmarks.row_evaluation import evaluated  # noqa: E402
-from benchmarks.quality_report import GAP_TARGET, POINTS_TARGET, TASKS, Row, write_json  # noqa: E402
-from benchmarks.quality_report import verdicts as student_verdicts  # noqa: E402
+from benchmarks.quality_report import TASKS  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
-from common.stages import build_once, recorded_settings, write_whole  # noqa: E402
+from common.stages import build_once, write_json, write_whole  # noqa: E402
 from teacher.model import adapter_files  # noqa: E402
 
 TARGETS = {"sts": 0.82, "nli": 0.85}  # and SciFact: reranking >= BM25 alone
@@ -59,10 +48,6 @@ class ReportError(ValueError):
     """A --teacher or --curve argument that names nothing usable."""
 
 
-STUDENT_SOURCES = ("stsb", "sick", "snli", "stsb-silver")
-SILVER = "stsb-silver"
-BI_ENCODER_ROW = "bi-encoder, gold labels"
-BI_ENCODER_ON_PAIRS = ("--ibn_weight", "0", "--angle_weight", "0", "--cosine_weight", "1")  # graded: CoSENT alone
 BASELINES = {"minilm": ("sentence-transformers", ("sts", "nli", "scifact")), "bm25": ("bm25", ("scifact",))}
 
 
@@ -84,24 +69,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--rerank-depth", type=int, default=20)
     add("--teacher-passage-tokens", type=int, default=256,
         help="teachers: cut passages to this many tokens (SciFact abstracts are long; STS/NLI sentences are short)")
-    add("--gold-weights", type=float, nargs="*", default=[], metavar="LAMBDA",
-        help="students on the --student-sources pairs labelled at each lambda by the first --teacher (1: gold alone)")
-    add("--heads-epochs", type=float, default=4.0, help="students: epochs of PMA + IEM on cached token states")
-    add("--student-epochs", type=float, default=0.0,
-        help="students: 0 trains PMA + IEM alone; N > 0 then trains them end to end (LoRA) for N epochs")
-    add("--student-sources", nargs="+", default=["stsb"], choices=STUDENT_SOURCES,
-        help="students: the pairs they learn from (stsb, sick: the train splits; snli: the SNLI training half; "
-             "stsb-silver: unlabelled BM25 neighbours of STS-B train sentences, for the teacher alone)")
-    add("--silver-pairs", type=int, default=5000, help="students: how many stsb-silver pairs")
-    add("--max-tokens", type=int, default=128, help="students: tokens per text")
-    add("--bi-encoder", action="store_true", help="students: also the same-backbone bi-encoder on the gold-labelled "
-                                                   "pairs (CoSENT), their baseline; needs --student-epochs")
-    args = parser.parse_args(argv)
-    if args.bi_encoder and not (args.gold_weights and args.student_epochs):
-        parser.error("--bi-encoder trains end to end beside the students: give --gold-weights and --student-epochs")
-    if set(args.student_sources) <= {SILVER}:
-        parser.error(f"--student-sources {SILVER}: pairs without gold go beside gold pairs (add stsb, sick or snli)")
-    return args
+    return parser.parse_args(argv)
 
 
 def teacher_rows(specs: Sequence[str]) -> dict[str, Path]:
@@ -184,11 +152,6 @@ def render(results: dict[str, Any]) -> str:
     lines += ["", "Targets: STS-B >= 0.82 and above MiniLM; NLI AP >= 0.85; SciFact reranking >= BM25 alone.", ""]
     for name, met in results["verdicts"].items():
         lines.append(f"- {name}: " + ", ".join(f"{task} {'met' if ok else 'missed'}" for task, ok in met.items()))
-    if results["student_verdicts"]:
-        lines += ["", f"Student targets: >= the bi-encoder + {POINTS_TARGET:g} points and >= {GAP_TARGET:.0%} of "
-                      "the teacher-bi-encoder gap closed, on each task.", ""]
-        lines += [f"- {name}: " + "; ".join(f"{task} {judgement(v)}" for task, v in judged.items())
-                  for name, judged in results["student_verdicts"].items()]
     if results["curve"]:
         tasks = [task for task in TASKS if any(task in point["test"] for point in results["curve"])]
         dev = sorted({key for point in results["curve"] for key in point["dev"]})
@@ -199,16 +162,6 @@ def render(results: dict[str, Any]) -> str:
             cells += [f"{point['test'][task]:.3f}" if task in point["test"] else "" for task in tasks]
             lines.append(f"| {point['step']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def judgement(verdict: dict[str, Any]) -> str:
-    """One task's student verdict in words: points over the bi-encoder, the share of the gap closed."""
-    def met(ok: bool | None) -> str:
-        return "met" if ok else "missed"
-
-    gap = ("no gap to close" if verdict["gap_closed"] is None else
-           f"gap closed {verdict['gap_closed']:.2f} ({met(verdict['meets_gap'])})")
-    return f"{verdict['points']:+.1f} points ({met(verdict['meets_points'])}), {gap}"
 
 
 def plot(results: dict[str, Any], png: Path) -> None:
@@ -234,107 +187,13 @@ def plot(results: dict[str, Any], png: Path) -> None:
     plt.close(figure)
 
 
-def student_source_files(data: Path, work: Path, sources: Sequence[str]) -> list[str]:
-    """The pairs files of the gold ``sources``: STS-B and SICK train, and the SNLI half this report trains on."""
-    files = {"stsb": data / "en" / "stsb" / "train.jsonl", "sick": data / "en" / "sick" / "train.jsonl",
-             "snli": work / "snli" / "train.jsonl"}
-    return [str(files[source]) for source in sources]
-
-
-def silver_file(data: Path, work: Path, count: int, seed: int) -> str:
-    """``count`` STS-B train sentences beside their BM25 neighbours (``preprocess.silver_pairs``, built once)."""
-    output, stsb = work / f"silver_stsb_{count}.jsonl", data / "en" / "stsb" / "train.jsonl"
-    build_once(output, lambda out: sh([PYTHON, "-m", "preprocess.silver_pairs", str(stsb), "--output", str(out),
-                                       "--limit", str(count), "--seed", str(seed)]), {"count": count, "seed": seed})
-    return str(output)
-
-
-def student_rows(work: Path, backbone: str, teacher: str, adapter: Path, args: argparse.Namespace
-                 ) -> dict[str, dict[str, Any]]:
-    """One D2LLM student per ``--gold-weights`` lambda, on the ``--student-sources`` pairs labelled by the teacher
-    row ``teacher`` (``adapter``): PMA + IEM on cached token states, then ``--student-epochs`` end to end. Below
-    lambda = 1 the teacher's name is part of every file name, and so are the sources and the end-to-end epochs
-    where they differ from the defaults, so that other students in the same ``--work`` are trained anew; a teacher
-    whose weights changed under the same name labels its pairs again. The rows on gold labels (lambda = 1, the
-    bi-encoder) learn the gold sources alone. Each set of texts has one token-state cache, named for what decides
-    it: the sources, the token limit, the seed, the batching and the silver pairs."""
-    gold_sources = [source for source in args.student_sources if source != SILVER]
-    end_to_end = f"_e2e{args.student_epochs:g}" if args.student_epochs else ""
-    epochs = f"end to end {args.student_epochs:g} epoch" + ("s" if args.student_epochs != 1 else "")
-    from common.fingerprints import saved_digest
-
-    rows = {}
-    model_path, adapter_path = teacher_model(backbone, adapter)
-
-    def labelled(weight: float) -> tuple[str, Path, Path, str]:
-        """The row tag, the pairs folder labelled at ``weight`` (built once), its token-state cache and the row
-        label's detail."""
-        names = args.student_sources if weight < 1 else gold_sources
-        variant = "" if names == ["stsb"] else "_" + "-".join(names)
-        sources = student_source_files(Path(args.data), work, [name for name in names if name != SILVER])
-        silver = ([silver_file(Path(args.data), work, args.silver_pairs, args.seed)] if SILVER in names else [])
-        texts = {"seed": args.seed, **({"batches": "one source each"} if len(names) > 1 else {}),  # (mixed before)
-                 **({"silver_pairs": args.silver_pairs} if silver else {})}
-        digest = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:8]
-        tag = (f"gold{weight:g}" if weight == 1 else f"{teacher}_gold{weight:g}") + variant
-        build_once(work / f"pairs_{tag}", lambda out: sh([
-            PYTHON, "-m", "teacher.label_pairs", *sources, *(["--unlabelled", *silver] if silver else []),
-            "--output", str(out), "--teacher", model_path, *(["--adapter", adapter_path] if adapter_path else []),
-            "--gold-weight", str(weight), "--seed", str(args.seed), "--dtype", "float32"]),
-            {**({"teacher": saved_digest(adapter)} if weight != 1 else {}), **texts})
-        detail = ", ".join([*([f"on {'+'.join(names)}"] if variant else []), *([epochs] if end_to_end else [])])
-        return tag, work / f"pairs_{tag}", work / f"token_states_{'-'.join(names)}_{args.max_tokens}_{digest}", detail
-
-    def trained(row: Row, pairs: Path, states: Path) -> Path:
-        """``row`` trained on ``pairs`` into ``WORK/<row.label>`` (built once per pairs, labels and settings)."""
-        model = work / row.label
-        build_once(model, lambda out: sh(train_command(
-            row, backbone, pairs, states, out,
-            argparse.Namespace(max_tokens=args.max_tokens, seed=args.seed, heads_epochs=args.heads_epochs,
-                               epochs=args.student_epochs))),
-            {"pairs": str(pairs), "labels": recorded_settings(pairs), "heads_epochs": args.heads_epochs,
-             **({"epochs": args.student_epochs} if end_to_end else {}),
-             **({"options": list(row.options)} if row.options else {})})
-        return model
-
-    def named(label: str, detail: str) -> str:
-        return f"{label} ({detail})" if detail else label
-
-    for weight in args.gold_weights:
-        tag, pairs, states, detail = labelled(weight)
-        name = f"student_{tag}{end_to_end}"
-        row = Row(name, "end_to_end", student=True, warmup=True) if end_to_end else Row(name, "heads", student=True)
-        label = "student, gold labels alone" if weight == 1 else f"student of {teacher}, gold weight {weight:g}"
-        rows[named(label, detail)] = {
-            "metrics": evaluate(work, name, "d2llm", str(trained(row, pairs, states)), None, ("sts", "nli"), args)}
-    if args.bi_encoder:
-        tag, pairs, states, detail = labelled(1.0)
-        row = Row(f"bi_encoder_{tag}{end_to_end}", "bi_encoder", BI_ENCODER_ON_PAIRS)
-        rows[named(BI_ENCODER_ROW, detail)] = {"metrics": evaluate(
-            work, row.label, "bi-encoder", str(trained(row, pairs, states)), None, ("sts", "nli"), args)}
-    return rows
-
-
-def judged_students(rows: dict[str, Any], teacher: str) -> dict[str, dict[str, Any]]:
-    """{student row: {task: points over the bi-encoder row, share of the gap to ``teacher`` closed, targets}}
-    (``quality_report.verdicts``); empty without a bi-encoder row."""
-    baseline = next((name for name in rows if name.startswith(BI_ENCODER_ROW)), None)
-    if baseline is None:
-        return {}
-    return {name: {task: student_verdicts(row["metrics"][task], rows[baseline]["metrics"][task],
-                                          rows[teacher]["metrics"][task]) for task in ("sts", "nli")}
-            for name, row in rows.items() if name.startswith("student")}
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     teachers, checkpoints = teacher_rows(args.teacher), curve_checkpoints(args.curve)
-    if args.gold_weights and not teachers:
-        raise ReportError("--gold-weights: the students need a --teacher to label their pairs")
     work, report = (REPO / args.work).resolve(), (REPO / args.report).resolve()
     args.data = str((REPO / args.data).resolve())
     snli = work / "snli"
-    build_once(snli, lambda out: write_snli_halves(Path(args.data) / "en" / "snli" / "dev.jsonl", args.seed, out),
+    build_once(snli, lambda out: write_halves(Path(args.data) / "en" / "snli" / "dev.jsonl", args.seed, out),
                {"seed": args.seed})
     from common.embedded_models import minilm_dir
 
@@ -344,16 +203,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, adapter in teachers.items():
         rows[name] = {"metrics": evaluate(work, f"teacher_{name}", "teacher", *teacher_model(args.backbone, adapter),
                                           tuple(TASKS), args), "cost": adaptation_cost(adapter)}
-    if args.gold_weights:
-        rows.update(student_rows(work, args.backbone, *next(iter(teachers.items())), args))
     curve = [{"step": step, "dev": dev_metrics(folder),
               "test": evaluate(work, curve_row(args.curve, step), "teacher", *teacher_model(args.backbone, folder),
                                args.curve_tasks, args)} for step, folder in checkpoints.items()]
     results = {"command": " ".join(["python", "benchmarks/bench_teacher.py", *(argv or sys.argv[1:])]),
                "rows": rows, "curve": curve,
                "verdicts": {name: verdicts(rows[name]["metrics"], rows["minilm"]["metrics"], rows["bm25"]["metrics"])
-                            for name in teachers},
-               "student_verdicts": judged_students(rows, next(iter(teachers), ""))}
+                            for name in teachers}}
     report.parent.mkdir(parents=True, exist_ok=True)
     write_json(report.with_suffix(".json"), results)
     write_whole(report.with_suffix(".md"), lambda out: out.write_text(render(results)))

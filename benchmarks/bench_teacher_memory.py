@@ -5,7 +5,7 @@ STS-B pairs, with and without activation checkpointing, each in its own process,
         [--steps 6] [--batch-size 16]
 
 Prints one JSON line per variant (peak GB, s/step, the widest batch) and the ratios of the checkpointed run to the
-plain one. The teacher folder is a causal LM (``pipeline.export_backbone`` unpacks the embedded GGUF into one).
+plain one. The teacher folder is a causal LM (``teacher.export_backbone`` unpacks the embedded GGUF into one).
 """
 
 from __future__ import annotations

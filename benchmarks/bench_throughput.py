@@ -47,6 +47,7 @@ from transformers import TrainerCallback
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
+from common.fingerprints import saved_digest  # noqa: E402
 from common.hardware import cpu_capability, resolve_dtype  # noqa: E402
 from common.stages import build_once, is_built_with, write_whole  # noqa: E402
 from distil.head_warmup import cached_collator  # noqa: E402
@@ -103,17 +104,18 @@ def measured(work: Path, name: str, measure: Callable[[], dict], settings: dict[
 def mined_mix(work: Path) -> Path:
     """BM25-mined training mix, saved once."""
     output = work / "mined"
-    if output.exists():
-        return output
-    parts = []
     sources = [(DATA / "stsb" / "train.jsonl", {"layout": "graded", "threshold": 4.0}),
                (DATA / "sick" / "train.jsonl", {"layout": "labelled", "positive_labels": ["entailment"]}),
                (DATA / "snli" / "dev.jsonl", {"layout": "labelled", "positive_labels": ["entailment"]})]
-    for path, options in sources:
-        read = read_examples(str(path), task="symmetric", language="en", **options)
-        parts.append(mine(read.examples, read.corpus, MiningConfig(k=K, methods=("bm25",)))[0])
-    mixed = concatenate_datasets(parts).shuffle(seed=0)
-    write_whole(output, lambda partial: mixed.save_to_disk(str(partial)))
+
+    def build(partial: Path) -> None:
+        parts = []
+        for path, options in sources:
+            read = read_examples(str(path), task="symmetric", language="en", **options)
+            parts.append(mine(read.examples, read.corpus, MiningConfig(k=K, methods=("bm25",)))[0])
+        concatenate_datasets(parts).shuffle(seed=0).save_to_disk(str(partial))
+
+    build_once(output, build, {"k": K, "sources": {str(path): saved_digest(path) for path, _ in sources}})
     return output
 
 
@@ -198,11 +200,11 @@ def adapted_quality(work: Path, preset: str, pairs: int, lr: float) -> dict:
     """LoRA-adapt the teacher with ``preset`` on ``pairs`` STS-B train pairs (one epoch, batch 16, learning rate
     ``lr``), then Spearman on all STS-B test pairs."""
     adapter = work / f"adapter_{preset}_{pairs}_{lr:g}"
-    if not adapter.exists():
-        subprocess.run([sys.executable, "-m", "teacher.adapt", "--teacher", str(work / "smollm2"),
-                        "--output", str(adapter), "--train-pairs", str(DATA / "stsb" / "train.jsonl"),
-                        "--limit", str(pairs), "--lr", str(lr), "--prompt-preset", preset,
-                        "--max-query-tokens", "128", "--max-passage-tokens", "128"], cwd=ROOT, check=True)
+    build_once(adapter, lambda out: subprocess.run([
+        sys.executable, "-m", "teacher.adapt", "--teacher", str(work / "smollm2"), "--output", str(out),
+        "--train-pairs", str(DATA / "stsb" / "train.jsonl"), "--limit", str(pairs), "--lr", str(lr),
+        "--prompt-preset", preset, "--max-query-tokens", "128", "--max-passage-tokens", "128"], cwd=ROOT, check=True),
+        {"backbone": saved_digest(work / "smollm2"), "pairs": saved_digest(DATA / "stsb" / "train.jsonl")})
     report = json.loads((adapter / "adaptation_report.json").read_text())
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "teacher.evaluate", "--teacher", str(work / "smollm2"),
@@ -284,11 +286,11 @@ def main() -> None:
         print(json.dumps(warmup_epoch(work, args.warmup_child, work / "cache_scale")))
         return
     work.mkdir(parents=True, exist_ok=True)
-    if not (work / "smollm2" / "config.json").exists():
-        from common.embedded_models import smollm2_gguf
-        from pipeline import export_backbone
+    from common.embedded_models import smollm2_gguf
+    from teacher.export_backbone import export_backbone
 
-        export_backbone(smollm2_gguf(), work / "smollm2")
+    build_once(work / "smollm2", lambda out: export_backbone(smollm2_gguf(), out),
+               {"gguf": saved_digest(smollm2_gguf())})
     mined = load_from_disk(str(mined_mix(work)))
     sample = mined.select(range(B * (args.batches + 2)))
     results: dict[str, Any] = {"machine": measured(work, "machine", lambda: {"cpu_capability": cpu_capability()}, {})}
@@ -335,7 +337,7 @@ def main() -> None:
     table = report(results, args)
     print(table)
     if args.report:
-        Path(args.report).write_text(table)
+        write_whole(Path(args.report), lambda out: out.write_text(table))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from baselines.bi_encoder import BiEncoder  # noqa: E402
 from baselines.bi_encoder_losses import info_nce_loss  # noqa: E402
 from common.embedded_models import smollm2_gguf  # noqa: E402
+from common.stages import write_whole  # noqa: E402
 from common.schema import SCORED_BATCH_FEATURES  # noqa: E402
 from modeling_d2llm import D2LLMModel  # noqa: E402
 from trainer_d2llm import D2LLMTrainer, D2LLMTrainingArguments  # noqa: E402
@@ -165,7 +166,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     if args.output:
-        args.output.write_text(json.dumps(result, indent=2))
+        write_whole(args.output, lambda out: out.write_text(json.dumps(result, indent=2)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from common.stages import build_once, write_whole
+from common.stages import build_once, write_json, write_whole
 
 TASKS: dict[str, tuple[str, str]] = {  # task -> (column title, metric key)
     "sts": ("STS-B Spearman", "spearman"),
@@ -88,7 +88,7 @@ class Ledger:
     def stage(self, name: str, output: Path, build: Callable[[Path], None]) -> Path:
         """``common.stages.build_once`` with the stage's seconds recorded; returns ``output``."""
         print(f"\n[{name}] -> {output}", flush=True)
-        seconds = build_once(output, build)
+        seconds = build_once(output, build, {"run": self.data["settings"]})
         if seconds is None:
             print(f"[{name}] done already", flush=True)
         else:
@@ -115,11 +115,6 @@ def recorded_ledger(work: Path, settings: dict[str, Any]) -> Ledger:
         result = json.loads(file.read_text())
         data["results"].setdefault(name, {})[task] = {key: value for key, value in result.items() if key != "scores"}
     return Ledger(path, data)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """JSON written whole or not at all (``common.stages.write_whole``)."""
-    write_whole(path, lambda partial: partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n"))
 
 
 def evaluation_file(work: Path, name: str, task: str) -> Path:
@@ -293,7 +288,7 @@ def write_report(work: Path, ledger: Ledger, report: Path, sizes: dict[str, Any]
     ])
     print("\n" + text, flush=True)
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.with_suffix(".md").write_text(text + "\n")
+    write_whole(report.with_suffix(".md"), lambda out: out.write_text(text + "\n"))
     write_json(report.with_suffix(".json"), {"settings": settings, "sizes": sizes, "table": table, "curve": curve,
                                              "results": results, "stage_seconds": stages,
                                              "invocations": ledger.data["invocations"]})

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.quality_report import TASKS, evaluation_file, write_json
+from benchmarks.quality_report import TASKS, evaluation_file
+from common.stages import write_json
 from evaluation.loaders import RetrievalData
 
 

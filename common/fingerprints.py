@@ -4,8 +4,8 @@
   (the token-state cache of ``distil.token_state_cache``).
 * ``model_fingerprint``: what makes the model's scores (config, PMA/IEM weights, a sample of each backbone tensor);
   for data scored by the whole model (a search index, ``search.py``). Cheap on billions of parameters.
-* ``saved_digest``: the bytes of a saved model (a file, or the files of a folder), for results computed from a model
-  on disk that is not loaded yet (the benchmarks' evaluation files).
+* ``saved_digest``: the bytes of a saved model or data (a file, or a folder's files), for results computed from
+  what is on disk and not loaded yet (the benchmarks' evaluations, the recipes' stage keys).
 
 The first two read the model through its ``config``, ``backbone``, ``backbone_model()`` and ``state_dict()`` only.
 """
@@ -53,16 +53,16 @@ def model_fingerprint(model: Any) -> str:
 
 
 def saved_digest(path: str | Path) -> str:
-    """sha256 of a saved model: a file's bytes, or each top-level file of a folder (its name, then its bytes, in
-    name order; subfolders left out). Where the model lives does not count, only what it holds."""
+    """sha256 of what is saved at ``path``: a file's bytes, or every file of a folder, recursively (its relative
+    name, then its bytes, in name order). Where it lives does not count, only what it holds."""
     path = Path(path)
     digest = hashlib.sha256()
     if path.is_file():
         _add_bytes(digest, path)
-    else:
-        for file in sorted(item for item in path.iterdir() if item.is_file()):
-            digest.update(file.name.encode())
-            _add_bytes(digest, file)
+        return digest.hexdigest()
+    for file in sorted(item for item in path.rglob("*") if item.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode())
+        _add_bytes(digest, file)
     return digest.hexdigest()
 
 

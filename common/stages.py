@@ -97,6 +97,12 @@ def write_whole(output: Path, build: Callable[[Path], None], settings: Mapping[s
             partial.parent.rmdir()
 
 
+def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON at ``path``, written whole or not at all (``write_whole``)."""
+    write_whole(Path(path), lambda partial: partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n",
+                                                               encoding="utf-8"))
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

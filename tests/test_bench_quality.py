@@ -13,6 +13,7 @@ from scored_fixture import scored_dataset
 
 from benchmarks import quality_report, row_evaluation
 from evaluation.loaders import RetrievalData
+from preprocess.split_pairs import split_by_premise
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quality.py"
 _FOUND_MODULE = importlib.util.spec_from_file_location("bench_quality", _PATH)
@@ -29,12 +30,12 @@ def snli_rows() -> list[dict]:
 
 def test_snli_halves_share_no_premise_keep_every_row_and_are_seeded():
     rows = snli_rows()
-    first, second = bench.split_by_premise(rows, seed=0)
+    first, second = split_by_premise(rows, seed=0)
     assert not {row["sentence1"] for row in first} & {row["sentence1"] for row in second}
     assert sorted(map(json.dumps, first + second)) == sorted(map(json.dumps, rows))
     assert len({row["sentence1"] for row in first}) == 5
-    assert bench.split_by_premise(rows, seed=0) == (first, second)
-    assert bench.split_by_premise(rows, seed=1)[0] != first
+    assert split_by_premise(rows, seed=0) == (first, second)
+    assert split_by_premise(rows, seed=1)[0] != first
 
 
 def test_slice_keeps_every_judged_document_and_fills_up_to_the_size():
@@ -53,11 +54,11 @@ def test_every_trained_row_is_a_train_py_command_with_its_options(tmp_path, monk
     """End-to-end rows train in bf16 exactly where the (here pinned) hardware is fast at it, on the CPU."""
     import torch
 
-    from common import hardware
+    import trainer_d2llm
     from train import parse_arguments
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(hardware, "fast_bf16", lambda device="cpu": fast_bf16)
+    monkeypatch.setattr(trainer_d2llm, "fast_bf16", lambda device="cpu": fast_bf16 and device == "cpu")
 
     args = bench.parse_args(["--heads-epochs", "3", "--epochs", "2", "--max-tokens", "64"])
     parsed = {}
