@@ -9,10 +9,11 @@ relevant documents plus random others (``--corpus`` in all), ``--train-pairs`` (
 train split. Rows: starting backbone (the embedded SmolLM2, or it after ``--ql-steps`` of LLM-QL on the train
 pairs) x ``bidirectional_layers`` in {0, 1} x {zero-shot, ``--steps`` LoRA steps of InfoNCE + AnglE by
 ``train.py --objective bi-encoder`` on the train pairs as pair batches of ``--batch-size``}.
-Resumable: every finished row is stored in ``WORK/results.json`` and skipped on a rerun, the dense base model and
-the QL backbone are built once.
+Resumable: every finished row is stored in ``WORK/results.json`` with the digest of the weights it measured and
+read back while they are the same; the dense base model, the QL backbone and each trained row are rebuilt only
+when what they are built from changes.
 
-With ``--scored`` (teacher-scored fixed batches, e.g. the SciFact batches of ``benchmarks/bench_quality.py``;
+With ``--scored`` (teacher-scored fixed batches, e.g. the SciFact batches of ``teacher.score``;
 only the ``asymmetric`` ones are used), each starting backbone x k also gets two rows trained by ``train.py`` on
 exactly those batches for ``--epochs``: ``--objective bi-encoder`` (InfoNCE + AnglE on their texts and hard
 negatives) and the D2LLM student (``configs/main_job.yaml``: PMA + IEM, the three losses); both are evaluated

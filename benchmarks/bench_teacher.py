@@ -10,8 +10,8 @@ is given back:
 * every ``--teacher NAME=ADAPTER`` (the ablation: one adapter per recipe, trained on the same data and steps; a
   LoRA adapter on ``--backbone``, or the whole model that ``teacher.adapt --method full`` wrote):
   STS-B test (all 1,379 pairs, Spearman), NLI average precision on the test half of SNLI dev (split by premise
-  with ``--seed``, as ``bench_quality.py`` does) and SciFact NDCG@10 reranking BM25's top ``--rerank-depth`` on
-  ``bench_quality.py``'s slice (``--scifact-queries`` test queries over ``--scifact-docs`` documents);
+  with ``--seed``) and SciFact NDCG@10 reranking BM25's top ``--rerank-depth`` on a seeded slice
+  (``--scifact-queries`` test queries over ``--scifact-docs`` documents, every judged one included);
 * all-MiniLM-L6-v2 on the same three, and BM25 alone on SciFact: the baselines, measured in the same run;
 * the learning curve: every ``checkpoint-N`` folder under ``--curve`` on ``--curve-tasks``, next to the dev
   metric the Trainer logged at that step (each checkpoint's ``trainer_state.json``).
@@ -35,12 +35,10 @@ from typing import Any, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_quality import teacher_model  # noqa: E402
-from preprocess.split_pairs import write_halves  # noqa: E402
-from benchmarks.row_evaluation import evaluated  # noqa: E402
-from benchmarks.quality_report import TASKS  # noqa: E402
+from benchmarks.row_evaluation import TASKS, evaluated, teacher_model  # noqa: E402
 from common.cli_errors import run_command  # noqa: E402
 from common.stages import build_once, write_json, write_whole  # noqa: E402
+from preprocess.split_pairs import write_halves  # noqa: E402
 from teacher.model import adapter_files  # noqa: E402
 
 TARGETS = {"sts": 0.82, "nli": 0.85}  # and SciFact: reranking >= BM25 alone

@@ -1,7 +1,6 @@
 """One benchmark row's evaluation: STS-B test, NLI on the SNLI test half and the SciFact slice, each result kept
 in ``WORK/evaluations`` with the identity of the weights and settings it was measured with (``evaluated``), the
-model loaded in a spawned child process so its memory is given back. Shared by ``bench_quality.py`` and
-``bench_teacher.py``."""
+model loaded in a spawned child process so its memory is given back (``bench_teacher.py``'s rows)."""
 
 from __future__ import annotations
 
@@ -14,9 +13,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.quality_report import TASKS, evaluation_file
 from common.stages import write_json
 from evaluation.loaders import RetrievalData
+
+TASKS: dict[str, tuple[str, str]] = {  # task -> (column title, metric key)
+    "sts": ("STS-B Spearman", "spearman"),
+    "nli": ("NLI AP", "average_precision"),
+    "scifact": ("SciFact NDCG@10", "ndcg_at_10"),
+}
+
+
+def evaluation_file(work: Path, name: str, task: str) -> Path:
+    """Where one row's result on one task is kept."""
+    return work / "evaluations" / f"{name}.{task}.json"
+
+
+def teacher_model(backbone: str, folder: Path) -> tuple[str, str | None]:
+    """(model, adapter) that load an adapted teacher's folder: a LoRA adapter on ``backbone``, or a whole model
+    (``teacher.adapt --method full``) on its own."""
+    if (Path(folder) / "adapter_config.json").is_file():
+        return backbone, str(folder)
+    return str(folder), None
 
 
 def isolated(function: Callable[..., None], *arguments: Any) -> None:
