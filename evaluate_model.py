@@ -11,7 +11,8 @@ BEIR retrieval, through one code path (docs/method.md, section 5).
   ``--first-stage`` (BM25 or a bi-encoder), and the result says so.
 
 Each flag may be repeated; a file may also be a hub dataset id. Metrics are printed as JSON (and written to
-``--output``). Bad input exits with status 2 and a message naming the file, line and field.
+``--output``, whole or not at all: an older file there is replaced in one rename). Bad input exits with status 2 and
+a message naming the file, line and field.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from common import metrics
 from common.cli_errors import report_bad_input
+from common.stages import write_whole
 from evaluation.loaders import DataError
 from evaluation.models import MODEL_TYPES, ModelError, detect_model_type, load_scorer
 from evaluation.tasks import load_jobs, run
@@ -74,8 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        write_whole(Path(args.output), lambda partial: partial.write_text(text + "\n", encoding="utf-8"))
     return 0
 
 

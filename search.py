@@ -232,30 +232,64 @@ class SearchIndex:
 
     @classmethod
     def load(cls, folder: str) -> "SearchIndex":
+        """The index ``save`` wrote in ``folder``; a missing, damaged or truncated file is a ``SearchError`` naming
+        it."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         meta_path = os.path.join(folder, META_FILE)
         if not os.path.isfile(meta_path):
             raise SearchError(f"{folder}: not a search index (missing {meta_path}); build one first")
-        with open(meta_path, encoding="utf-8") as handle:
-            meta = json.load(handle)
-        if meta.get("format") != FORMAT_VERSION:
-            raise SearchError(f"{meta_path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}; "
-                              "rebuild the index")
+        meta = _read_meta(meta_path)
         paths = {role: os.path.join(folder, name) for role, name in meta["files"].items()}
         missing = [path for path in paths.values() if not os.path.isfile(path)]
         if missing:
             raise SearchError(f"{folder}: index files missing: {', '.join(missing)}")
-        tensors = load_file(paths["tensors"])
+        try:
+            tensors = load_file(paths["tensors"])
+        except SafetensorError as error:
+            raise SearchError(f"{paths['tensors']}: damaged index tensors ({error}); rebuild the index") from None
+        if "projections" not in tensors or (meta["ann"] is None) != ("embeddings" in tensors):
+            raise SearchError(f"{paths['tensors']}: holds {sorted(tensors)}, not the tensors {meta_path} names; "
+                              "rebuild the index")
         index = cls(meta["ids"], tensors["projections"], meta["task"], meta["model_fingerprint"],
                     flat_embeddings=tensors.get("embeddings"))
         if meta["ann"]:
-            index.ann = AnnIndex.load(paths["ann"], meta["ann"]["kind"], meta["ann"]["metric"])
+            try:
+                index.ann = AnnIndex.load(paths["ann"], meta["ann"]["kind"], meta["ann"]["metric"])
+            except RuntimeError as error:  # faiss reports a damaged file this way
+                raise SearchError(f"{paths['ann']}: damaged ANN index ({' '.join(str(error).split())[:200]}); "
+                                  "rebuild the index") from None
         rows = len(index.ann) if index.ann is not None else len(index.flat_embeddings)
         if not len(index.ids) == rows == len(index.projections):
             raise SearchError(f"{folder}: {len(index.ids)} ids but {rows} embeddings and "
                               f"{len(index.projections)} projections")
         return index
+
+
+META_KEYS = {"format": int, "task": str, "model_fingerprint": str, "files": dict, "ann": (dict, type(None)),
+             "ids": list}
+
+
+def _read_meta(path: str) -> dict[str, Any]:
+    """``index.json``, checked for the keys and types ``SearchIndex.save`` writes; ``SearchError`` naming ``path``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SearchError(f"{path}: damaged index file, not valid JSON ({error}); rebuild the index") from None
+    if not isinstance(meta, dict):
+        raise SearchError(f"{path}: damaged index file, not a JSON object; rebuild the index")
+    if meta.get("format") != FORMAT_VERSION:
+        raise SearchError(f"{path}: index format {meta.get('format')!r}, expected {FORMAT_VERSION}; "
+                          "rebuild the index")
+    wrong = [key for key, kind in META_KEYS.items() if not isinstance(meta.get(key), kind)]
+    if not wrong:
+        ann_named = meta["ann"] is None or ("ann" in meta["files"] and {"kind", "metric"} <= set(meta["ann"]))
+        wrong = [] if "tensors" in meta["files"] and ann_named else ["files", "ann"]
+    if wrong:
+        raise SearchError(f"{path}: damaged index file (missing or malformed {', '.join(wrong)}); rebuild the index")
+    return meta
 
 
 def _project(model: Any, embeddings: torch.Tensor) -> torch.Tensor:

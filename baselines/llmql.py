@@ -128,14 +128,24 @@ class QLCollator:
 
 def load_pairs(path: str):
     """(query, positive) rows from a JSONL file or a ``datasets.save_to_disk`` folder (``EXAMPLE_FEATURES``; of a
-    ``DatasetDict``, its ``train`` split)."""
+    ``DatasetDict``, its ``train`` split). A missing or unreadable file, or one without those columns, is a
+    ``DataError`` naming it."""
     from datasets import DatasetDict, load_dataset, load_from_disk
+    from datasets.exceptions import DatasetGenerationError
 
-    data = load_from_disk(path) if os.path.isdir(path) else load_dataset("json", data_files=path, split="train")
+    from preprocess.readers import DataError
+
+    try:
+        data = load_from_disk(path) if os.path.isdir(path) else load_dataset("json", data_files=path, split="train")
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: no such JSONL file or datasets folder ({error})") from None
+    except DatasetGenerationError as error:
+        cause = " ".join(str(error.__cause__ or error).split())[:200]
+        raise DataError(f"{path}: not readable as JSONL rows ({cause})") from None
     if isinstance(data, DatasetDict):
         data = data["train"]
     missing = {"query", "positive"} - set(data.column_names)
     if missing:
-        raise ValueError(f"{path} lacks the column(s) {sorted(missing)} of the example schema "
-                         f"(query, positive, task, language); it has {data.column_names}")
+        raise DataError(f"{path} lacks the column(s) {sorted(missing)} of the example schema "
+                        f"(query, positive, task, language); it has {data.column_names}")
     return data

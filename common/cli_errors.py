@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 BAD_INPUT_STATUS = 2
+
+
+class ModelError(ValueError):
+    """A model that cannot be used as asked (not a model folder, damaged weights, the wrong kind); the message
+    names the path and what was found."""
+
+
+@contextlib.contextmanager
+def loading_model(path: str, kind: str) -> Iterator[None]:
+    """Turn the load errors of transformers and peft (``OSError``, ``ValueError``: not a model folder, no weights,
+    an unknown repository) raised inside into one ``ModelError``: ``PATH: does not load as KIND (cause)``."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        cause = " ".join(str(error).split())[:300]
+        raise ModelError(f"{path}: does not load as {kind} ({type(error).__name__}: {cause})") from error
 
 
 def report_bad_input(error: BaseException) -> int:

@@ -13,11 +13,11 @@ same logged terms; training then continues end to end (LoRA and heads) as withou
   parameters needs a gradient). For large backbones, where the cache would not fit (7B: d = 4096, so 10,000 texts of
   200 tokens are 16 GB).
 
-Resuming: when the warm-up finishes, the heads are written to ``OUTPUT/_head_warmup/heads.safetensors``
-(whole or not at all); a later run with that file skips the warm-up and loads it. The folder's leading
-underscore keeps it (and the cache inside it) out of ``push_to_hub`` uploads. A warm-up killed before the end is
-run again (the cache keeps its finished pieces). The warm-up's optimizer state is not carried into the end-to-end
-phase, which starts AdamW afresh.
+Resuming: when the warm-up finishes, its log history (``OUTPUT/_head_warmup/log_history.json``) and then the heads
+(``heads.safetensors`` beside it) are written, each whole or not at all; a later run with the heads file skips the
+warm-up and loads it. The folder's leading underscore keeps it (and the cache inside it) out of ``push_to_hub``
+uploads. A warm-up killed before the end is run again (the cache keeps its finished pieces). The warm-up's optimizer
+state is not carried into the end-to-end phase, which starts AdamW afresh.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def run_head_warmup(model: Any, train_dataset: Any, args: Any, trainer_class: ty
                            **trainer_kwargs)
     trainer.train()
     if trainer.is_world_process_zero():
-        (folder / LOG_FILE).write_text(json.dumps(trainer.state.log_history, indent=2))
+        history = json.dumps(trainer.state.log_history, indent=2)
+        write_whole(folder / LOG_FILE, lambda partial: partial.write_text(history))
         write_whole(heads_file, lambda partial: save_file(head_state_dict(model), str(partial)))
     trainer.accelerator.wait_for_everyone()
     del trainer  # its DDP wrapper and reducer hooks go with it before the end-to-end trainer wraps the model

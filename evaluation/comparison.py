@@ -8,8 +8,9 @@ Spearman of the symmetric score on the graded pairs ``--sts``, and NDCG@10 on th
 cross-encoder reranks BM25's top ``--rerank-depth``). ``KIND`` is a ``evaluation.models.MODEL_TYPES`` name
 (``d2llm``, ``bi-encoder``, ``sentence-transformers``, ``teacher``). Each row's cost is the wall time of its STS
 job per 1,000 texts it encoded (a cross-encoder encodes no text alone: per 1,000 pairs, both orders scored).
-``--curve`` is a Trainer ``log_history`` JSON (the distilled student's) drawn beside the bars. Data are read
-before any model loads; bad input exits 2 with one line. The JSON and the PNG are written whole or not at all.
+``--curve`` is a Trainer ``log_history`` JSON (the distilled student's) drawn beside the bars. Data and the curve
+are read before any model loads; bad input (a missing or unreadable file, a model that does not load) exits 2 with
+one line. The JSON and the PNG are written whole or not at all.
 """
 
 from __future__ import annotations
@@ -74,9 +75,27 @@ def render(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def loss_curve(log_history: Path) -> list[tuple[int, float]]:
-    """``(step, loss)`` of every logged training step of a Trainer ``log_history`` JSON."""
-    entries = json.loads(log_history.read_text(encoding="utf-8"))
-    return [(entry["step"], entry["loss"]) for entry in entries if "loss" in entry and "step" in entry]
+    """``(step, loss)`` of every logged training step of a Trainer ``log_history`` JSON (a list of objects); a
+    missing or unreadable file, or another layout, is a ``DataError`` naming it."""
+    try:
+        entries = json.loads(log_history.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise DataError(f"{log_history}: cannot read the curve ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{log_history}: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise DataError(f"{log_history}: not valid JSON ({error.msg}, line {error.lineno})") from None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise DataError(f"{log_history}: expected a Trainer log_history, a JSON list of objects")
+    curve = []
+    for index, entry in enumerate(entries):
+        if "loss" in entry and "step" in entry:
+            try:
+                curve.append((int(entry["step"]), float(entry["loss"])))
+            except (TypeError, ValueError):
+                raise DataError(f"{log_history}[{index}]: step and loss must be numbers, got {entry['step']!r} "
+                                f"and {entry['loss']!r}") from None
+    return curve
 
 
 def plot(rows: Sequence[dict[str, Any]], curve: list[tuple[int, float]], png: Path) -> None:
@@ -129,11 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         jobs = tasks.load_jobs(sts=[args.sts], beir=[args.beir] if args.beir else [], split=args.split)
+        curve = loss_curve(Path(args.curve)) if args.curve else []
         rows = evaluate_rows(args.row, jobs, teacher_adapter=args.teacher_adapter, teacher_dtype=args.teacher_dtype,
                              rerank_depth=args.rerank_depth)
     except (DataError, ModelError, MetricError) as error:
         return report_bad_input(error)
-    curve = loss_curve(Path(args.curve)) if args.curve else []
     report = {"command": " ".join(["python -m evaluation.comparison", *(argv if argv is not None else sys.argv[1:])]),
               "rows": rows, "curve": [{"step": step, "loss": loss} for step, loss in curve]}
     output = Path(args.output)

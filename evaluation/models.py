@@ -13,13 +13,10 @@ import os
 from typing import Any
 
 from baselines.bi_encoder import SETTINGS_FILE as BI_ENCODER_FILE
+from common.cli_errors import ModelError
 from evaluation.scorers import BM25FirstStage, CosineScorer, CrossEncoderScorer, D2LLMScorer, Scorer
 
 MODEL_TYPES = ("d2llm", "sentence-transformers", "bi-encoder", "teacher")
-
-
-class ModelError(ValueError):
-    """A model that cannot be used as asked; the message names the path and what was found."""
 
 
 def detect_model_type(name_or_path: str) -> str:

@@ -8,11 +8,16 @@ score / 5, a labelled pair's 1 or 0. Pairs are shuffled with ``--seed`` and cut 
 (``common.schema.PAIR_BATCH_FEATURES``; the last, short batch of each task is dropped), so that
 ``train.py --objective bi-encoder --train_dataset DIR`` trains on them: AnglE / CoSENT rank each batch's pairs by
 their targets (``--ibn_weight 0``), and batches of positive pairs only also train with in-batch InfoNCE.
+
+Rows the reader skips (an empty text, no gold, identical texts, a repeated pair) are left out: they are counted in
+one line on stderr and recorded in ``DIR/skipped.json`` (``{SOURCE: {rows, skipped, reasons, examples}}``,
+``preprocess.readers.announce_skips``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +26,7 @@ from datasets import Dataset
 
 from common.schema import PAIR_BATCH_FEATURES
 from common.stages import write_whole
-from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
+from preprocess.readers import POSITIVE_LABELS, SKIPPED_FILE, DataError, announce_skips, read_pairs
 
 
 def pair_batches(pairs: Dataset, batch_size: int, seed: int = 0) -> Dataset:
@@ -46,6 +51,13 @@ def pair_batches(pairs: Dataset, batch_size: int, seed: int = 0) -> Dataset:
     return Dataset.from_list(batches, features=PAIR_BATCH_FEATURES)
 
 
+def save_batches(batches: Dataset, skipped: dict[str, dict], folder: Path) -> None:
+    """``batches`` as a datasets folder, with the rows skipped in each source (``announce_skips`` records) in
+    ``folder/SKIPPED_FILE``."""
+    batches.save_to_disk(str(folder))
+    (folder / SKIPPED_FILE).write_text(json.dumps(skipped, indent=2), encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="graded or labelled pairs: JSONL/JSON/CSV/TSV file or hub dataset id")
@@ -58,10 +70,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, help="use this many pairs, drawn with --seed")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    pairs, _ = read_pairs(args.source, layout=args.layout, split=args.split, positive_labels=args.positive_labels,
-                          task=args.task, limit=args.limit, seed=args.seed)
+    pairs, report = read_pairs(args.source, layout=args.layout, split=args.split,
+                               positive_labels=args.positive_labels, task=args.task, limit=args.limit, seed=args.seed)
+    skipped = {args.source: announce_skips(report)}
     batches = pair_batches(pairs, args.batch_size, args.seed)
-    write_whole(Path(args.output), lambda partial: batches.save_to_disk(str(partial)))
+    write_whole(Path(args.output), lambda partial: save_batches(batches, skipped, partial))
     print(f"{len(pairs)} pairs -> {len(batches)} batches of {args.batch_size} -> {args.output}")
 
 

@@ -18,6 +18,8 @@ Bad input: a missing column, an unreadable row or score, a duplicate BEIR id or 
 raise an error naming the file, row and column. Rows that cannot be used but are legal data are skipped and
 counted by reason in ``ReadReport`` (printed at the end): empty text, no gold label (a hub class label of -1),
 a pair identical on both sides, a repeated pair, a BEIR query without any positive, a qrel to an empty document.
+A command that takes what is left says so with ``announce_skips``: one line on stderr per source, and a record
+for the metadata of its output (``SKIPPED_FILE``). A ``limit`` below 1 is a ``DataError`` (``check_limit``).
 
 Command line::
 
@@ -36,10 +38,12 @@ import logging
 import math
 import os
 import random
+import sys
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from datasets import ClassLabel, Dataset, Features, Value, load_dataset, load_from_disk
 
@@ -53,6 +57,9 @@ POSITIVE_LABELS = ("entailment", "1", "true")
 PAIR_FEATURES = Features({"query": Value("string"), "passage": Value("string"), "target": Value("float32"),
                           "task": Value("string"), "language": Value("string")})
 CORPUS_FEATURES = Features({"text": Value("string")})
+SKIPPED_FILE = "skipped.json"
+"""Written by the commands that take a source's usable rows only: ``{source: announce_skips(report)}``."""
+Row = TypeVar("Row")
 
 
 class DataError(ValueError):
@@ -82,6 +89,37 @@ class ReadReport:
         for reason, count in sorted(self.skipped.items()):
             lines.append(f"  skipped {count} ({reason}), e.g. {', '.join(self.examples_of_skips[reason])}")
         return "\n".join(lines)
+
+
+def announce_skips(report: ReadReport) -> dict[str, Any]:
+    """Print one line on stderr counting the rows ``report`` skipped, by reason, with the first location of each
+    (``FILE: skipped 2 of 4 rows (empty text: 1, identical query and passage: 1), e.g. FILE:2, FILE:3``; nothing
+    when none was skipped). Returns the record to store in the output's metadata: ``{"rows": M, "skipped": N,
+    "reasons": {reason: count}, "examples": {reason: [location, ...]}}``."""
+    reasons = dict(sorted(report.skipped.items()))
+    skipped = sum(reasons.values())
+    if skipped:
+        counts = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
+        examples = ", ".join(report.examples_of_skips[reason][0] for reason in reasons)
+        print(f"{report.source}: skipped {skipped} of {report.rows} rows ({counts}), e.g. {examples}",
+              file=sys.stderr, flush=True)
+    return {"rows": report.rows, "skipped": skipped, "reasons": reasons,
+            "examples": {reason: list(report.examples_of_skips[reason]) for reason in reasons}}
+
+
+def check_limit(limit: int | None, name: str = "--limit") -> None:
+    """A ``DataError`` unless ``limit`` is None (every row) or at least 1."""
+    if limit is not None and limit < 1:
+        raise DataError(f"{name} {limit}: must be at least 1 (leave it out to keep every row)")
+
+
+def sample_rows(rows: list[Row], limit: int | None, seed: int) -> list[Row]:
+    """``limit`` of ``rows`` drawn with ``random.Random(seed)``, in their input order (all of them when ``limit`` is
+    None or not below ``len(rows)``); ``check_limit`` first."""
+    check_limit(limit)
+    if limit is None or limit >= len(rows):
+        return rows
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
 
 
 @dataclass
@@ -238,6 +276,7 @@ def read_examples(
     ``task`` defaults to symmetric for pairs and asymmetric for BEIR; ``language="auto"`` picks zh when most
     texts hold CJK characters. ``limit`` keeps that many examples, drawn with ``seed`` (the corpus stays whole).
     """
+    check_limit(limit)
     report = ReadReport(source)
     layout = _resolve_layout(source, layout, split, subset)
     if layout == "unlabelled":
@@ -269,8 +308,7 @@ def read_examples(
     if not examples:
         raise DataError(f"{source}: no positive pairs found ({report.rows} rows; layout {layout!r}, "
                         f"threshold {threshold}, positive labels {list(positive_labels)})")
-    if limit is not None and limit < len(examples):
-        examples = [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), limit))]
+    examples = sample_rows(examples, limit, seed)
     report.examples = len(examples)
     return ReadResult(Dataset.from_list(examples, features=EXAMPLE_FEATURES), corpus, report)
 
@@ -290,6 +328,7 @@ def read_pairs(
 ) -> tuple[Dataset, ReadReport]:
     """Graded, labelled or unlabelled pairs as (query, passage, target, task, language), target = score / max_score,
     1 / 0, or NaN (no gold)."""
+    check_limit(limit)
     report = ReadReport(source)
     layout = _resolve_layout(source, layout, split, subset)
     if layout not in ("graded", "labelled", "unlabelled"):
@@ -313,8 +352,7 @@ def read_pairs(
         detected = detect_language([row["query"] for row in rows])
         for row in rows:
             row["language"] = detected if row["language"] == "auto" else row["language"]
-    if limit is not None and limit < len(rows):
-        rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), limit))]
+    rows = sample_rows(rows, limit, seed)
     report.examples = len(rows)
     return Dataset.from_list(rows, features=PAIR_FEATURES), report
 

@@ -12,20 +12,21 @@ Neighbours share words but not always meaning, so the teacher's scores of them s
 ``--limit`` keeps that many pairs, drawn with ``--seed``.
 
 Writes JSONL rows ``{sentence1, sentence2}`` without gold, whole or not at all; ``python -m teacher.label_pairs
---unlabelled PAIRS.jsonl`` labels them with the teacher alone.
+--unlabelled PAIRS.jsonl`` labels them with the teacher alone. Source rows the reader skips (an empty text, no gold,
+identical texts, a repeated pair) lend no sentence: each source's skipped rows are counted in one line on stderr
+and recorded in ``PAIRS.jsonl.skipped.json`` (``{source: {rows, skipped, reasons, examples}}``, written first).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 from typing import Sequence
 
 from common.stages import write_whole
 from preprocess.mining import BM25Retriever, normalise
-from preprocess.readers import DataError, detect_language, read_pairs
+from preprocess.readers import DataError, announce_skips, check_limit, detect_language, read_pairs, sample_rows
 
 
 def silver_pairs(gold: Sequence[tuple[str, str]], k: int = 1, depth: int = 20) -> list[tuple[str, str]]:
@@ -48,6 +49,11 @@ def silver_pairs(gold: Sequence[tuple[str, str]], k: int = 1, depth: int = 20) -
     return pairs
 
 
+def skipped_path(output: Path) -> Path:
+    """Where the rows skipped in the sources of ``output`` are recorded: ``PARENT/NAME.skipped.json``."""
+    return output.with_name(f"{output.name}.skipped.json")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sources", nargs="+", help="graded or labelled pairs: JSONL/JSON/CSV/TSV files or hub ids")
@@ -59,11 +65,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.k < 1 or args.depth < args.k:
         raise DataError(f"--k {args.k} --depth {args.depth}: need 1 <= k <= depth")
-    gold = [(row["query"], row["passage"]) for source in args.sources for row in read_pairs(source)[0]]
-    pairs = silver_pairs(gold, args.k, args.depth)
-    if args.limit is not None and args.limit < len(pairs):
-        pairs = [pairs[i] for i in sorted(random.Random(args.seed).sample(range(len(pairs)), args.limit))]
-    write_whole(Path(args.output), lambda partial: partial.write_text("".join(
+    check_limit(args.limit)
+    gold, skipped = [], {}
+    for source in args.sources:
+        rows, report = read_pairs(source)
+        gold += [(row["query"], row["passage"]) for row in rows]
+        skipped[source] = announce_skips(report)
+    pairs = sample_rows(silver_pairs(gold, args.k, args.depth), args.limit, args.seed)
+    output = Path(args.output)
+    write_whole(skipped_path(output), lambda partial: partial.write_text(json.dumps(skipped, indent=2)))
+    write_whole(output, lambda partial: partial.write_text("".join(
         json.dumps({"sentence1": a, "sentence2": b}) + "\n" for a, b in pairs)))
     print(f"{len(gold)} gold pairs -> {len(pairs)} unlabelled pairs -> {args.output}")
 

@@ -28,6 +28,12 @@ token limits it was trained with (``teacher_prompts.json``, ``teacher_settings.j
 commands. A rerun with the same settings skips; with other settings it says so and trains again. Checkpoints
 live in ``--checkpoint-dir`` (default ``OUTPUT.checkpoints``) until the output is written; ``--keep-checkpoints``
 keeps all of them, after it too (each loads as an adapter).
+
+A training pair with an empty text ends the command with exit status 2 and one line (adaptation takes no empty
+text), as does a row that cannot be read or a ``--teacher`` that does not load. The other rows the reader skips (no
+gold, identical texts, a repeated pair) are left out: each file's are counted in one line on stderr and recorded
+under ``skipped`` (``train`` and ``dev``, by file) in ``adaptation_report.json``. The model trains where it is
+loaded (the GPU when there is one; ``adapt`` trains a teacher on the CPU when it is on the CPU).
 """
 
 from __future__ import annotations
@@ -50,8 +56,9 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from common.cli_errors import ModelError
 from common.stages import write_whole
-from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
+from preprocess.readers import POSITIVE_LABELS, DataError, announce_skips, check_limit, read_pairs
 from teacher.adapt_data import LENGTH_COLUMN, group_rows, pair_rows, pairs_from_mined, row_lengths
 from teacher.evaluate import add_dev_arguments, evaluate_teacher, load_dev
 from teacher.model import YesNoTeacher, add_teacher_cost_arguments
@@ -167,12 +174,12 @@ def build_training_rows(pairs: Sequence[Dataset], mined: Sequence[tuple[str, Dat
 
 
 def training_arguments(config: AdaptConfig, output_dir: str, metric: str | None,
-                       keep_checkpoints: bool = False) -> TrainingArguments:
+                       keep_checkpoints: bool = False, use_cpu: bool = False) -> TrainingArguments:
     """``TrainingArguments`` of ``config``; with a dev ``metric``, evaluate and save every ``eval_steps`` and keep
     the best checkpoint by it; the last two checkpoints (and the best) stay on disk, or all with
-    ``keep_checkpoints``."""
+    ``keep_checkpoints``. ``use_cpu``: train on the CPU even where a GPU is visible."""
     return TrainingArguments(
-        output_dir=output_dir, per_device_train_batch_size=config.batch_size,
+        output_dir=output_dir, use_cpu=use_cpu, per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size, num_train_epochs=config.epochs,
         max_steps=config.max_steps, learning_rate=config.lr, warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay, max_grad_norm=1.0, lr_scheduler_type="linear", seed=config.seed,
@@ -213,6 +220,7 @@ def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = No
     there made with the same ``settings`` resumes from the last one, with other settings it starts over (and says
     so). With dev sets the best checkpoint by the dev metric is loaded at the end. ``keep_checkpoints`` keeps every
     checkpoint (each loads as an adapter: a learning curve); it is not a setting, so a resumed run may change it.
+    A teacher on the CPU trains on the CPU (the Trainer would move it to a visible GPU), one on a GPU on the GPU.
     """
     config = config or AdaptConfig()
     if not any(parameter.requires_grad for parameter in teacher.model.parameters()):
@@ -221,7 +229,7 @@ def adapt(teacher: YesNoTeacher, train: Dataset, config: AdaptConfig | None = No
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="teacher-adapt-"))
     resume = _resumable_checkpoint(folder, {**(settings or {}), "config": asdict(config)})
     metric = best_metric_name(config, dev_pairs, dev_mined)
-    args = training_arguments(config, str(folder), metric, keep_checkpoints)
+    args = training_arguments(config, str(folder), metric, keep_checkpoints, use_cpu=teacher.device.type == "cpu")
     pair_loss = "cosent" if config.pair_objective == "cosent" else "bce"
     trainer = TeacherTrainer(teacher, args=args, train_dataset=with_lengths(train, config), dev_pairs=dev_pairs,
                              dev_mined=dev_mined, pair_loss=pair_loss, cosent_scale=config.cosent_scale,
@@ -273,10 +281,11 @@ def save_adapter(teacher: YesNoTeacher, output: str | Path, report: dict) -> Non
 
 
 def load_training_pairs(pair_files: Sequence[str], task: str, limit: int | None, seed: int, layout: str = "auto",
-                        positive_labels: Sequence[str] = POSITIVE_LABELS) -> list[Dataset]:
+                        positive_labels: Sequence[str] = POSITIVE_LABELS) -> tuple[list[Dataset], dict[str, dict]]:
     """Pairs files read with ``layout`` (``auto``: graded when rows carry a score, as SICK does next to its label;
-    ``labelled``: positive when the label is in ``positive_labels``). A pair with an empty text is refused."""
-    sets = []
+    ``labelled``: positive when the label is in ``positive_labels``), and the rows skipped in each,
+    ``{file: announce_skips(report)}``. A pair with an empty text is a ``DataError``."""
+    sets, skipped = [], {}
     for path in pair_files:
         pairs, report = read_pairs(path, layout=layout, task=task, limit=limit, seed=seed,
                                    positive_labels=positive_labels)
@@ -284,11 +293,13 @@ def load_training_pairs(pair_files: Sequence[str], task: str, limit: int | None,
             raise DataError(f"{report.examples_of_skips['empty text'][0]}: field sentence1 or sentence2 is empty "
                             "(teacher adaptation takes no empty texts)")
         sets.append(pairs)
-    return sets
+        skipped[path] = announce_skips(report)
+    return sets, skipped
 
 
 def load_mined(mined_dirs: Sequence[str], limit: int | None, seed: int) -> list[tuple[str, Dataset]]:
-    """Mined datasets by folder name, ``limit`` rows of each drawn with ``seed``."""
+    """Mined datasets by folder name, ``limit`` rows of each drawn with ``seed`` (below 1: a ``DataError``)."""
+    check_limit(limit)
     sets = []
     for path in mined_dirs:
         if not Path(path).is_dir():
@@ -307,7 +318,10 @@ def peak_memory_gb() -> float:
 
 def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AdaptConfig]:
     defaults = AdaptConfig()
-    parser = argparse.ArgumentParser(description="Adapt a causal LM as the yes/no teacher (LoRA or full).")
+    parser = argparse.ArgumentParser(description="Adapt a causal LM as the yes/no teacher (LoRA or full). A training "
+                                     "pair with an empty text is refused (exit status 2); the other rows the reader "
+                                     "skips are counted in one line on stderr and under 'skipped' in "
+                                     f"{REPORT_FILE}.")
     parser.add_argument("--teacher", required=True, help="causal LM: hub id, folder or .gguf file")
     parser.add_argument("--output", required=True, help="folder for the adapter (or full model) and report")
     parser.add_argument("--checkpoint-dir", help="where checkpoints live until the output is written "
@@ -385,11 +399,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         logger.info("%s is adapted with these settings already: skipped", output)
         return
     torch.manual_seed(args.seed)
-    train = build_training_rows(
-        load_training_pairs(args.train_pairs, args.train_task, args.limit, args.seed, args.train_layout,
-                            args.positive_labels),
-        load_mined(args.train_mined, args.limit, args.seed), config)
-    dev_pairs, dev_mined = load_dev(args)
+    train_pairs, train_skipped = load_training_pairs(args.train_pairs, args.train_task, args.limit, args.seed,
+                                                     args.train_layout, args.positive_labels)
+    train = build_training_rows(train_pairs, load_mined(args.train_mined, args.limit, args.seed), config)
+    dev_pairs, dev_mined, dev_skipped = load_dev(args)
     if done.is_file():
         logger.info("%s was adapted with other settings: adapting again", output)
     teacher = YesNoTeacher.from_pretrained(args.teacher, max_query_tokens=args.max_query_tokens,
@@ -416,7 +429,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "dev_before": before, "dev_after": after,
         "train_seconds": train_seconds, "steps_run": result.steps_run,
         "seconds_per_1000_prompts": 1000 * train_seconds / max(1.0, seen),
-        "peak_memory_gb": peak_memory_gb(), "command": sys.argv})
+        "peak_memory_gb": peak_memory_gb(), "skipped": {"train": train_skipped, "dev": dev_skipped},
+        "command": sys.argv})
     if not args.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     logger.info("adapter -> %s", output)
@@ -425,4 +439,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     from common.cli_errors import run_command
 
-    run_command(main, DataError, FileNotFoundError)
+    run_command(main, DataError, ModelError, FileNotFoundError)

@@ -9,6 +9,11 @@ Command line::
 
     python -m teacher.evaluate --teacher MODEL_OR_GGUF [--adapter DIR]
         [--dev-pairs FILE [--dev-limit N]] [--dev-mined DIR [--dev-queries N]]
+
+prints the metrics as JSON. Dev pairs the reader skips (an empty text, no gold, identical texts, a repeated pair)
+are not evaluated: they are counted in one line on stderr and under ``skipped`` in the JSON
+(``preprocess.readers.announce_skips``). A row that cannot be read, or a ``--teacher`` that does not load, ends the
+command with exit status 2 and one line.
 """
 
 from __future__ import annotations
@@ -106,7 +111,11 @@ def evaluate_teacher(teacher: YesNoTeacher, dev_pairs: Dataset | None = None, de
 
 
 def sample_queries(mined: Dataset, count: int | None, seed: int = 0) -> Dataset:
-    """The rows of ``count`` distinct queries of ``mined``, drawn with ``seed`` (all rows when None)."""
+    """The rows of ``count`` distinct queries of ``mined``, drawn with ``seed`` (all rows when None; a count below
+    1 is a ``DataError``)."""
+    from preprocess.readers import check_limit
+
+    check_limit(count, "--dev-queries")
     queries = list(dict.fromkeys(mined["query"]))
     if count is None or count >= len(queries):
         return mined
@@ -122,19 +131,26 @@ def add_dev_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev-task", default="symmetric", help="task of the dev pairs")
 
 
-def load_dev(args: argparse.Namespace) -> tuple[Dataset | None, Dataset | None]:
+def load_dev(args: argparse.Namespace) -> tuple[Dataset | None, Dataset | None, dict[str, dict]]:
+    """The dev pairs and the mined dev rows of ``add_dev_arguments`` (None where not given), and the rows skipped in
+    the dev pairs: ``{FILE: announce_skips(report)}`` (empty without dev pairs)."""
     from datasets import load_from_disk
 
-    from preprocess.readers import read_pairs
+    from preprocess.readers import announce_skips, check_limit, read_pairs
 
-    pairs = read_pairs(args.dev_pairs, task=args.dev_task, limit=args.dev_limit, seed=args.seed)[0] \
-        if args.dev_pairs else None
+    check_limit(args.dev_limit, "--dev-limit")
+    pairs, skipped = None, {}
+    if args.dev_pairs:
+        pairs, report = read_pairs(args.dev_pairs, task=args.dev_task, limit=args.dev_limit, seed=args.seed)
+        skipped[args.dev_pairs] = announce_skips(report)
     mined = sample_queries(load_from_disk(args.dev_mined), args.dev_queries, args.seed) if args.dev_mined else None
-    return pairs, mined
+    return pairs, mined, skipped
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Evaluate a yes/no teacher on dev data.")
+    parser = argparse.ArgumentParser(description="Evaluate a yes/no teacher on dev data. Dev pairs the reader skips "
+                                     "(empty text, no gold, identical texts, repeated pair) are counted in one line on "
+                                     "stderr and under 'skipped' in the printed JSON.")
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--adapter")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -144,16 +160,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_dev_arguments(parser)
     add_teacher_cost_arguments(parser)
     args = parser.parse_args(argv)
-    dev = load_dev(args)  # read (and refused) before the model loads
+    dev_pairs, dev_mined, skipped = load_dev(args)  # read (and refused) before the model loads
     teacher = YesNoTeacher.from_pretrained(args.teacher, adapter=args.adapter, max_query_tokens=args.max_query_tokens,
                                            max_passage_tokens=args.max_passage_tokens, dtype=args.dtype,
                                            prompt_preset=args.prompt_preset)
-    metrics = evaluate_teacher(teacher, *dev, batch_size=args.batch_size)
-    print(json.dumps({**metrics, "compute": teacher.compute.to_dict()}, indent=2))
+    metrics = evaluate_teacher(teacher, dev_pairs, dev_mined, batch_size=args.batch_size)
+    print(json.dumps({**metrics, "compute": teacher.compute.to_dict(), "skipped": skipped}, indent=2))
 
 
 if __name__ == "__main__":
-    from common.cli_errors import run_command
+    from common.cli_errors import ModelError, run_command
     from preprocess.readers import DataError
 
-    run_command(main, DataError, FileNotFoundError)
+    run_command(main, DataError, ModelError, FileNotFoundError)

@@ -2,7 +2,7 @@
 
     python -m teacher.label_pairs SOURCE [SOURCE ...] --teacher BACKBONE --adapter ADAPTER --output DIR
         [--gold-weight 0.5] [--unlabelled PAIRS ...] [--batch-size 32] [--layout auto|graded|labelled]
-        [--limit N] [--seed 0]
+        [--limit N] [--seed 0] [--device cpu|cuda] [--dtype auto|float32|bfloat16]
 
 Each pair (a, b) of each ``SOURCE`` (any file or hub dataset ``preprocess.readers.read_pairs`` reads; a graded
 pair's gold is score / 5, a labelled pair's 1 or 0) gets the target
@@ -16,6 +16,11 @@ then trains the D2LLM student (or the bi-encoder) on them with CoSENT (``distil.
 ranks a batch's pairs by their targets: lambda = 1 is the gold labels alone, lambda = 0 pure distillation of the
 teacher's ranking. The teacher reads each pair once, in the order a, b (adapted teachers are trained on both
 orders). Output is written whole or not at all.
+
+Rows the reader skips (an empty text, no gold, identical texts, a repeated pair) are left out: each source's are
+counted in one line on stderr and recorded in ``DIR/skipped.json`` (``{source: {rows, skipped, reasons,
+examples}}``, ``preprocess.readers.announce_skips``). A row that cannot be read, or a ``--teacher`` that does not
+load, ends the command with exit status 2 and one line.
 """
 
 from __future__ import annotations
@@ -27,9 +32,10 @@ from typing import Sequence
 import torch
 from datasets import Dataset, concatenate_datasets
 
+from common.cli_errors import ModelError
 from common.stages import write_whole
-from preprocess.pair_batches import pair_batches
-from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
+from preprocess.pair_batches import pair_batches, save_batches
+from preprocess.readers import POSITIVE_LABELS, DataError, announce_skips, read_pairs
 from teacher.model import YesNoTeacher, add_teacher_cost_arguments
 
 
@@ -79,20 +85,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per batch (and per teacher forward)")
     parser.add_argument("--limit", type=int, help="use this many pairs of each source, drawn with --seed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", help="where the teacher runs: cpu, cuda, ... (default: cuda when available)")
     add_teacher_cost_arguments(parser)
     args = parser.parse_args(argv)
     blended_targets(torch.zeros(0), torch.zeros(0), args.gold_weight)  # refuse a bad weight before any work
-    read = [read_pairs(source, layout=layout, split=args.split, positive_labels=args.positive_labels,
-                       task=args.task, limit=args.limit, seed=args.seed)[0]
-            for source, layout in [*((source, args.layout) for source in args.sources),
-                                   *((source, "unlabelled") for source in args.unlabelled)]]
-    pairs = concatenate_datasets([rows.add_column("source", [source] * len(rows))
-                                  for rows, source in zip(read, [*args.sources, *args.unlabelled])])
+    read, skipped = [], {}
+    for source, layout in [*((source, args.layout) for source in args.sources),
+                           *((source, "unlabelled") for source in args.unlabelled)]:
+        rows, report = read_pairs(source, layout=layout, split=args.split, positive_labels=args.positive_labels,
+                                  task=args.task, limit=args.limit, seed=args.seed)
+        read.append(rows.add_column("source", [source] * len(rows)))
+        skipped[source] = announce_skips(report)
+    pairs = concatenate_datasets(read)
     teacher = None if args.gold_weight == 1.0 and not args.unlabelled else YesNoTeacher.from_pretrained(
-        args.teacher, adapter=args.adapter, dtype=args.dtype, prompt_preset=args.prompt_preset)
+        args.teacher, adapter=args.adapter, device=args.device, dtype=args.dtype, prompt_preset=args.prompt_preset)
     batches = pair_batches(label_pairs(pairs, teacher, args.gold_weight, args.batch_size), args.batch_size,
                            args.seed)
-    write_whole(Path(args.output), lambda partial: batches.save_to_disk(str(partial)))
+    write_whole(Path(args.output), lambda partial: save_batches(batches, skipped, partial))
     print(f"{len(pairs)} pairs (gold weight {args.gold_weight}) -> {len(batches)} batches of {args.batch_size} -> "
           f"{args.output}")
 
@@ -100,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     from common.cli_errors import run_command
 
-    run_command(main, DataError, FileNotFoundError)
+    run_command(main, DataError, ModelError, FileNotFoundError)

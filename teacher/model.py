@@ -9,6 +9,9 @@ head runs at the last position only (``logits_to_keep=1``).
 Command line (a quick look at a teacher on a few pairs of a JSONL file)::
 
     python -m teacher.model --model PATH_OR_GGUF [--adapter DIR] --pairs FILE.jsonl --task symmetric
+        [--device cpu|cuda] [--dtype auto|float32|bfloat16]
+
+A ``--model`` or ``--adapter`` that does not load ends it with exit status 2 and one line.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from backbone_d2llm import default_attn_implementation, load_tokenizer, split_gguf_path
+from common.cli_errors import ModelError, loading_model
 from common.hardware import DTYPE_CHOICES, DtypeChoice, resolve_dtype
 from teacher.prompts import PRESETS, TaskPrompt, load_prompts, prompts_to_json, task_prompt
 
@@ -99,7 +103,9 @@ class YesNoTeacher:
         ``max_passage_tokens``; None means the default). The adapter's saved prompts and token limits are used
         unless ``prompts``, ``prompt_preset`` (``teacher.prompts.PRESETS``) or the limit is given; an adapter
         folder without them (``PROMPTS_FILE``, ``SETTINGS_FILE``) raises ``FileNotFoundError`` naming the file. A
-        model folder written by ``teacher.adapt --method full`` holds the same two files, used the same way.
+        model folder written by ``teacher.adapt --method full`` holds the same two files, used the same way. A model
+        or adapter that does not load (not a model folder, missing or damaged weights) raises ``ModelError``
+        naming it.
         """
         name_or_path, gguf_file = split_gguf_path(name_or_path, gguf_file)
         saved = adapter_files(adapter) if adapter is not None else _full_model_files(name_or_path)
@@ -115,12 +121,14 @@ class YesNoTeacher:
         load_kwargs = {"dtype": weights_dtype, "attn_implementation": default_attn_implementation()}
         if gguf_file:
             load_kwargs["gguf_file"] = gguf_file
-        tokenizer = load_tokenizer(name_or_path, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **load_kwargs).to(device)
+        with loading_model(name_or_path, "a causal LM (a model folder, .gguf file or hub id)"):
+            tokenizer = load_tokenizer(name_or_path, gguf_file=gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, **load_kwargs).to(device)
         if adapter is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter, is_trainable=not merge_adapter)
+            with loading_model(adapter, "a peft adapter of this model"):
+                model = PeftModel.from_pretrained(model, adapter, is_trainable=not merge_adapter)
             if merge_adapter:
                 model = model.merge_and_unload()
         if saved is not None:
@@ -316,10 +324,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--language", default="en")
     parser.add_argument("--limit", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, help="default: bfloat16 on a GPU, float32 on a CPU")
     args = parser.parse_args(argv)
     with open(args.pairs, encoding="utf-8") as handle:
         rows = [json.loads(line) for line, _ in zip(handle, range(args.limit))]
-    teacher = YesNoTeacher.from_pretrained(args.model, adapter=args.adapter, language=args.language)
+    teacher = YesNoTeacher.from_pretrained(args.model, adapter=args.adapter, language=args.language,
+                                           device=args.device, dtype=args.dtype)
     probabilities = teacher.probability([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], args.task,
                                         batch_size=args.batch_size)
     for row, probability in zip(rows, probabilities.tolist()):
@@ -328,4 +339,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from common.cli_errors import run_command
+
+    run_command(main, ModelError, FileNotFoundError)

@@ -25,6 +25,9 @@ Command line::
         [--adapter LORA_DIR] [--batch-size 16] [--seed 0] [--shard-batches 32] [--teacher-batch-size 32]
         [--drop-last] [--max-shards N] [--inbatch-scores all|none] [--dtype auto|float32|bfloat16]
         [--prompt-preset spec|short]
+
+Bad input ends the command with exit status 2 and one line: a mined row that cannot be used, a ``--teacher`` or
+``--adapter`` that does not load, or an ``--output`` (or work folder) scored from other inputs or settings.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import torch.nn.functional as F
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
+from common.cli_errors import ModelError
 from common.schema import MINED_FEATURES, SCORED_BATCH_FEATURES
 from common.stages import write_whole
 from preprocess.mining import normalise
@@ -400,4 +404,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     from common.cli_errors import run_command
 
-    run_command(main, DataError, FileNotFoundError)
+    run_command(main, DataError, ModelError, FileNotFoundError, FileExistsError)

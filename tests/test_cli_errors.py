@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch.distributed as dist
 
-from common.cli_errors import run_command
+from common.cli_errors import ModelError, loading_model, run_command
 
 
 def test_bad_input_ends_the_command_with_one_line_and_status_2(capsys):
@@ -33,3 +33,13 @@ def test_a_command_that_joined_a_process_group_closes_it_when_done(tmp_path):
 
     run_command(main, ValueError)
     assert not dist.is_initialized()
+
+
+def test_a_model_that_does_not_load_becomes_one_model_error_naming_its_path():
+    with pytest.raises(ModelError, match=r"^runs/teacher: does not load as a causal LM \(OSError: no config\.json "
+                                         r"here\)$"):
+        with loading_model("runs/teacher", "a causal LM"):
+            raise OSError("no config.json\n here")
+    with pytest.raises(KeyError):  # not a load error: a bug, with its traceback
+        with loading_model("runs/teacher", "a causal LM"):
+            raise KeyError("bug")

@@ -38,7 +38,9 @@ def test_each_row_scores_as_evaluate_model_does_and_the_json_and_png_are_written
         alone = json.loads(capsys.readouterr().out)["results"]
         assert row["metrics"]["spearman"] == pytest.approx(alone[0]["spearman"], abs=1e-6)
         assert row["metrics"]["ndcg_at_10"] == pytest.approx(alone[1]["ndcg_at_10"], abs=1e-6)
-        assert row["cost"]["unit"] == "texts" and row["cost"]["seconds_per_1000"] > 0
+        sts_seconds = row["details"][0]["seconds"]  # the timed STS job: 6 pairs of 12 distinct texts
+        assert row["details"][0]["task"] == "sts" and sts_seconds > 0
+        assert row["cost"] == {"seconds_per_1000": pytest.approx(1000 * sts_seconds / 12), "unit": "texts"}
     rows = report["rows"]
     assert rows[0]["metrics"] != rows[1]["metrics"]  # two seeds, two different untrained students
 
@@ -50,6 +52,23 @@ def test_a_missing_held_out_file_exits_2_with_one_line_naming_it(setup, tmp_path
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1 and str(missing) in error
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[{\"step\": 1, \"loss\": 0.9}", "not valid JSON"),
+    ("{\"step\": 1, \"loss\": 0.9}", "expected a Trainer log_history, a JSON list of objects"),
+    ("[{\"step\": 1, \"loss\": \"high\"}]", "[0]: step and loss must be numbers, got 1 and 'high'"),
+])
+def test_a_damaged_curve_exits_2_with_one_line_before_any_row_is_evaluated(setup, tmp_path, capsys, monkeypatch,
+                                                                            text, message):
+    curve = tmp_path / "log_history.json"
+    curve.write_text(text)
+    monkeypatch.setattr("evaluation.comparison.load_scorer", lambda *args, **kwargs: pytest.fail("a model loaded"))
+    code = main(["--row", "first", "d2llm", setup["first"], "--sts", setup["sts"], "--curve", str(curve),
+                 "--output", str(tmp_path / "out.json")])
+    error = capsys.readouterr().err
+    assert code == 2 and error.splitlines() == [error.strip()] and error.startswith(f"error: {curve}")
+    assert message in error and not (tmp_path / "out.json").exists()
 
 
 def test_a_cross_encoder_costs_per_pair_and_an_encoder_per_distinct_text():

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
-from evaluation_tiny import QUERIES, save_tiny_d2llm, write_beir, write_jsonl, write_nli, write_sts
+from evaluation_tiny import (LABELS, QRELS, QUERIES, STS_ROWS, save_tiny_d2llm, write_beir, write_jsonl, write_nli,
+                             write_sts)
 from teacher_tiny import tiny_teacher
 from tiny import tiny_bert, tiny_llama, tiny_tokenizer
 from transformers import BertModel, LlamaForCausalLM
@@ -39,19 +42,103 @@ def run_cli(capsys, *args: str) -> tuple[int, dict | None, str]:
     return code, json.loads(captured.out) if code == 0 else None, captured.err
 
 
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    for rank, index in enumerate(order):
+        ranks[index] = float(rank)
+    return ranks
+
+
+def _hand_spearman(scores: list[float], gold: list[float]) -> float:
+    """Pearson correlation of the ranks (no ties in either list here)."""
+    a, b = _ranks(scores), _ranks(gold)
+    mean = (len(a) - 1) / 2
+    covariance = sum((x - mean) * (y - mean) for x, y in zip(a, b))
+    return covariance / sum((x - mean) ** 2 for x in a)
+
+
+def _hand_pair_metrics(scores: list[float], positive: list[bool]) -> tuple[float, float]:
+    """Average precision (mean precision at each positive, best first) and the best accuracy of a cut."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    hits, precisions = 0, []
+    for rank, index in enumerate(order, start=1):
+        if positive[index]:
+            hits += 1
+            precisions.append(hits / rank)
+    accuracies = [(sum(positive[i] for i in order[:cut]) + sum(not positive[i] for i in order[cut:])) / len(order)
+                  for cut in range(len(order) + 1)]
+    return sum(precisions) / len(precisions), max(accuracies)
+
+
+def _hand_retrieval(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    """NDCG@10 (the grade as gain, 1 / log2(rank + 1)), MRR@10 and Recall@100 of ranked id lists."""
+    ndcg, mrr, recall = [], [], []
+    for query, grades in qrels.items():
+        relevant = {doc: grade for doc, grade in grades.items() if grade > 0}
+        ranked = run[query]
+        dcg = sum(relevant.get(doc, 0) / math.log2(rank + 1) for rank, doc in enumerate(ranked[:10], start=1))
+        ideal = sum(grade / math.log2(rank + 1)
+                    for rank, grade in enumerate(sorted(relevant.values(), reverse=True), start=1))
+        ndcg.append(dcg / ideal)
+        mrr.append(next((1 / rank for rank, doc in enumerate(ranked[:10], start=1) if doc in relevant), 0.0))
+        recall.append(len(set(ranked[:100]) & set(relevant)) / len(relevant))
+    return {"ndcg_at_10": sum(ndcg) / len(ndcg), "mrr_at_10": sum(mrr) / len(mrr),
+            "recall_at_100": sum(recall) / len(recall)}
+
+
 def test_cli_evaluates_a_d2llm_checkpoint_on_every_layout(checkpoint, data, tmp_path, capsys):
     output = tmp_path / "results.json"
     code, report, _ = run_cli(capsys, "--model", checkpoint, "--sts", data["sts"], "--pairs", data["nli"],
-                              "--beir", data["beir"], "--output", output)
+                              "--beir", data["beir"], "--output", output, "--device", "cpu")
     assert code == 0 and report["model_type"] == "d2llm"
     sts, pairs, retrieval = report["results"]
-    assert sts["task"] == "sts" and sts["pairs"] == 6 and -1 <= sts["spearman"] <= 1
-    assert pairs["task"] == "pair_classification" and 0 < pairs["average_precision"] <= 1
-    assert 0.5 <= pairs["accuracy"] <= 1
-    assert retrieval["queries"] == 3 and retrieval["documents"] == 6 and "reranked" not in retrieval
-    assert all(0 <= retrieval[name] <= 1 for name in ("ndcg_at_10", "mrr_at_10", "recall_at_100"))
-    assert retrieval["recall_at_100"] == 1.0  # 6 documents: all are ranked
+    assert (sts["task"], sts["pairs"], pairs["task"], pairs["pairs"]) == ("sts", 6, "pair_classification", 6)
+    assert (retrieval["queries"], retrieval["documents"]) == (3, 6) and "reranked" not in retrieval
+    # the same metrics worked out by hand from the model's own IEM scores
+    model = load_d2llm(str(checkpoint), "cpu")
+    first, second, gold = (list(column) for column in zip(*STS_ROWS))
+    with torch.no_grad():
+        symmetric = model.similarity_pairwise(model.encode_query(first, task="symmetric", convert_to_tensor=True),
+                                              model.encode_document(second, task="symmetric", convert_to_tensor=True),
+                                              "symmetric").tolist()
+    assert sts["spearman"] == pytest.approx(_hand_spearman(symmetric, gold), abs=1e-6)
+    average_precision, accuracy = _hand_pair_metrics(symmetric, [label == "entailment" for label in LABELS])
+    assert pairs["average_precision"] == pytest.approx(average_precision, abs=1e-6)
+    assert pairs["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    judged = {query: {doc: grade for q, doc, grade in QRELS if q == query} for query, _, _ in QRELS}
+    corpus = load_retrieval(data["beir"]).corpus
+    with torch.no_grad():
+        scores = model.similarity(model.encode_query([QUERIES[q] for q in judged], convert_to_tensor=True),
+                                  model.encode_document(list(corpus.values()), convert_to_tensor=True))
+    ids = list(corpus)
+    ranked = {query: [ids[i] for i in torch.argsort(row, descending=True).tolist()]
+              for query, row in zip(judged, scores)}
+    expected = _hand_retrieval(ranked, judged)
+    for name in ("ndcg_at_10", "mrr_at_10", "recall_at_100"):
+        assert retrieval[name] == pytest.approx(expected[name], abs=1e-4), name
     assert json.loads(output.read_text()) == report
+
+
+def test_cli_output_replaces_an_older_file_whole_or_not_at_all(checkpoint, data, tmp_path, capsys, monkeypatch):
+    output = tmp_path / "results.json"
+    output.write_text("the older results\n")
+    write_text = Path.write_text
+
+    def killed_midway(path: Path, text: str, *args, **kwargs) -> int:
+        if path.name == output.name:
+            write_text(path, text[: len(text) // 2], *args, **kwargs)
+            raise RuntimeError("killed while writing")
+        return write_text(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", killed_midway)
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        main(["--model", str(checkpoint), "--sts", data["sts"], "--output", str(output), "--device", "cpu"])
+    monkeypatch.undo()
+    assert output.read_text() == "the older results\n"  # not half of the new file
+    capsys.readouterr()
+    assert run_cli(capsys, "--model", checkpoint, "--sts", data["sts"], "--output", output, "--device", "cpu")[0] == 0
+    assert json.loads(output.read_text())["results"][0]["pairs"] == 6
 
 
 def test_d2llm_pair_scores_are_the_symmetric_iem_scores(checkpoint):

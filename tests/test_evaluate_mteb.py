@@ -55,6 +55,19 @@ def test_mteb_mock_tasks_run_offline_on_iem_scores(monkeypatch):
     assert ("similarity", "asymmetric") in calls
     assert not any(name == "similarity" and task == "symmetric" for name, task in calls)
     monkeypatch.undo()
+    # the mock STS and pair-classification sets: the same two pairs, gold 1 (a translation) then 0
+    first = ["This is a test sentence", "This is another test sentence"]
+    second = ["dette er en test sætning", "denne her matche ikke den ovenstående"]
+    with torch.no_grad():
+        iem_pairs = model.similarity_pairwise(model.encode_query(first, task="symmetric", convert_to_tensor=True),
+                                              model.encode_query(second, task="symmetric", convert_to_tensor=True),
+                                              "symmetric").tolist()
+    agrees = iem_pairs[0] > iem_pairs[1]  # two pairs: every rank correlation is +1 or -1
+    assert scores["MockSTSTask"]["spearman"] == pytest.approx(1.0 if agrees else -1.0)
+    assert scores["MockSTSTask"]["pearson"] == pytest.approx(1.0 if agrees else -1.0)
+    pair_scores = scores["MockPairClassificationTask"]
+    assert pair_scores["similarity_ap"] == pytest.approx(1.0 if agrees else 0.5)  # the positive ranked 1st or 2nd
+    assert pair_scores["similarity_accuracy"] == pytest.approx(1.0 if agrees else 0.5)
     # the mock corpus: q1 -> d1 ("This is another positive sentence"), q2 ("another") -> d2; one relevant of two
     queries, documents = (list(dict.fromkeys(encoded[name])) for name in ("encode_query", "encode_document"))
     assert len(queries) == len(documents) == 2

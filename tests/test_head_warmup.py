@@ -4,6 +4,8 @@ refused when anything it depends on changes, resumes from its pieces, and train.
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ import train
 from common.hardware import resolve_dtype
 from data_collator import D2LLMDataCollator
 from distil import token_state_cache
-from distil.head_warmup import HEADS_FILE, LOG_FILE, WARMUP_DIR, CachedStatesCollator
+from distil.head_warmup import HEADS_FILE, LOG_FILE, WARMUP_DIR, CachedStatesCollator, run_head_warmup
 from distil.losses import LOSS_COMPONENTS
 from distil.token_state_cache import CACHE_FILE, CacheMismatchError, build_cache, collator_texts
 from heads_d2llm import head_state_dict
@@ -161,3 +163,39 @@ def test_push_to_hub_leaves_the_warmup_folder_and_its_cache_out(tmp_path, backbo
     repo = tmp_path / "hub" / "someone" / "warm"
     assert (repo / "model.safetensors").is_file() and not list(repo.rglob("*token_states*"))
     assert not (repo / WARMUP_DIR).exists()
+
+
+class _FinishedTrainer:
+    """Stands in for ``D2LLMTrainer``: a warm-up that has just finished, with a two-step log history."""
+
+    def __init__(self, **kwargs) -> None:
+        self.state = SimpleNamespace(log_history=[{"step": 1, "total": 2.0}, {"step": 2, "total": 1.5}])
+        self.accelerator = SimpleNamespace(wait_for_everyone=lambda: None)
+
+    def train(self) -> None:
+        pass
+
+    def is_world_process_zero(self) -> bool:
+        return True
+
+
+def test_a_warmup_killed_while_writing_its_log_leaves_neither_a_half_log_nor_heads(tmp_path, monkeypatch):
+    model = tiny_student()
+    args = SimpleNamespace(output_dir=str(tmp_path), head_warmup_epochs=1, head_warmup_states="recompute")
+    folder = tmp_path / WARMUP_DIR
+    write_text = Path.write_text
+
+    def killed_midway(path: Path, text: str, *more, **kwargs) -> int:
+        if path.name == LOG_FILE:
+            write_text(path, text[: len(text) // 2], *more, **kwargs)
+            raise RuntimeError("killed while writing the log")
+        return write_text(path, text, *more, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_text", killed_midway)
+        with pytest.raises(RuntimeError, match="killed while writing the log"):
+            run_head_warmup(model, None, args, _FinishedTrainer)
+    assert not (folder / LOG_FILE).exists() and not (folder / HEADS_FILE).exists()  # the warm-up runs again
+    run_head_warmup(model, None, args, _FinishedTrainer)
+    assert json.loads((folder / LOG_FILE).read_text()) == [{"step": 1, "total": 2.0}, {"step": 2, "total": 1.5}]
+    assert set(load_file(str(folder / HEADS_FILE))) == set(head_state_dict(model))

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_llama, tiny_tokenizer
+from tiny import PICKLES, tiny_llama, tiny_tokenizer
 from transformers import LlamaForCausalLM
 
 from baselines.bi_encoder import BiEncoder
 from baselines.llmql import IGNORE_INDEX, QLCollator, attention_stop_mask, corrupt_documents, tokenize_pairs
 from baselines.pretrain_ql import main
+from common.cli_errors import ModelError
 from modeling_d2llm import D2LLMModel
 
 PAIRS = [
@@ -132,3 +134,33 @@ def test_pretrain_ql_entry_point_saves_a_backbone_both_encoders_load(tmp_path):
     student = D2LLMModel.from_backbone(str(output), pma_num_heads=4, bidirectional_layers=1)
     assert student.encode(["the cat sat"]).shape == (1, 32)
     assert BiEncoder.from_pretrained(str(output)).encode(["the cat sat"]).shape == (1, 32)
+
+
+def _pairs_file(path: Path) -> Path:
+    path.write_text("".join(json.dumps({**row, "task": "asymmetric", "language": "en"}) + "\n" for row in PAIRS))
+    return path
+
+
+def test_pretrain_ql_checkpoints_hold_no_pickle_and_resume(tmp_path):
+    base, output = tmp_path / "base", tmp_path / "ql"
+    tiny_causal_lm("sdpa").save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    options = ["--model_name_or_path", str(base), "--train_data", str(_pairs_file(tmp_path / "pairs.jsonl")),
+               "--output_dir", str(output), "--per_device_train_batch_size", "4", "--save_strategy", "steps",
+               "--save_steps", "2", "--report_to", "none", "--use_cpu", "true"]
+    main([*options, "--max_steps", "2"])
+    checkpoint = output / "checkpoint-2"
+    assert not [path.name for pattern in PICKLES for path in checkpoint.rglob(pattern)]
+    assert {"model.safetensors", "optimizer.safetensors", "rng_state.json", "training_args.json"} <= {
+        path.name for path in checkpoint.iterdir()}
+    resumed = main([*options, "--max_steps", "3", "--resume_from_checkpoint", str(checkpoint)])
+    assert resumed.state.global_step == 3
+    assert not [path.name for pattern in PICKLES for path in output.rglob(pattern)]
+
+
+def test_pretrain_ql_refuses_a_model_folder_that_does_not_load_after_reading_the_pairs(tmp_path):
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(ModelError, match=f"{tmp_path / 'not-a-model'}: does not load as a causal LM"):
+        main(["--model_name_or_path", str(tmp_path / "not-a-model"), "--train_data",
+              str(_pairs_file(tmp_path / "pairs.jsonl")), "--output_dir", str(tmp_path / "out"), "--report_to",
+              "none"])

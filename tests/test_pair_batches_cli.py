@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from datasets import load_from_disk
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,8 +26,15 @@ def test_a_graded_pairs_file_becomes_batches_with_scores_over_five(tmp_path):
     done = _run(str(source), "--output", str(tmp_path / "out"), "--batch-size", "4")
     assert done.returncode == 0, done.stderr
     batches = load_from_disk(str(tmp_path / "out"))
-    assert len(batches) == 2 and sorted(t for row in batches for t in row["targets"])[-1] <= 1.0
-    assert {round(t * 5) for row in batches for t in row["targets"]} <= set(range(6))
+    # the seeded draw: rows shuffled with seed 0, cut into batches of 4 (the short last one dropped), batches shuffled
+    order = list(range(10))
+    random.Random(0).shuffle(order)
+    expected = [order[:4], order[4:8]]
+    random.Random(0).shuffle(expected)
+    assert [row["queries"] for row in batches] == [[f"a cat {i}" for i in rows] for rows in expected]
+    assert [row["positives"] for row in batches] == [[f"a dog {i}" for i in rows] for rows in expected]
+    for row, rows in zip(batches, expected):
+        assert row["task"] == "symmetric" and row["targets"] == pytest.approx([(i % 6) / 5 for i in rows], abs=1e-6)
 
 
 def test_a_row_without_its_second_text_is_one_error_line_and_nothing_written(tmp_path):

@@ -123,6 +123,30 @@ def test_limit_draws_a_seeded_subset_and_keeps_the_whole_corpus(tmp_path):
     assert len(first.corpus) == 40 and first.report.examples == 5
 
 
+@pytest.mark.parametrize("limit", [-3, 0])
+def test_a_limit_below_one_is_refused_before_any_row_is_read(tmp_path, limit):
+    never_read = str(tmp_path / "absent.jsonl")
+    for read in (read_examples, read_pairs):
+        with pytest.raises(DataError, match=f"^--limit {limit}: must be at least 1"):
+            read(never_read, limit=limit)
+
+
+def test_announce_skips_prints_one_line_per_source_and_returns_the_metadata_record(tmp_path, capsys):
+    rows = [{"sentence1": "a", "sentence2": "b", "score": 1}, {"sentence1": "a", "sentence2": "b", "score": 2},
+            {"sentence1": "c", "sentence2": "c", "score": 3}, {"sentence1": "d", "sentence2": "e", "score": 4},
+            {"sentence1": "a", "sentence2": "b", "score": 5}]
+    path = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    _, report = read_pairs(str(path))
+    assert readers.announce_skips(report) == {
+        "rows": 5, "skipped": 3, "reasons": {"identical query and passage": 1, "repeated pair": 2},
+        "examples": {"identical query and passage": [f"{path}:3"], "repeated pair": [f"{path}:2", f"{path}:5"]}}
+    assert capsys.readouterr().err == (f"{path}: skipped 3 of 5 rows (identical query and passage: 1, repeated pair: "
+                                       f"2), e.g. {path}:3, {path}:2\n")
+    _, clean = read_pairs(str(write_jsonl(tmp_path / "clean.jsonl", rows[:1])))
+    assert readers.announce_skips(clean) == {"rows": 1, "skipped": 0, "reasons": {}, "examples": {}}
+    assert capsys.readouterr().err == ""  # nothing skipped, nothing said
+
+
 def test_saved_examples_and_corpus_load_back(tmp_path):
     result = read_examples(str(write_jsonl(tmp_path / "train.jsonl", GRADED)))
     save_read(result, tmp_path / "read")

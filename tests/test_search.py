@@ -161,3 +161,20 @@ def test_index_from_precomputed_embeddings_searches_exactly(model):
     assert_same_hits(index.search(model, queries, top_k=5, precision=EXACT), expected)
     with pytest.raises(SearchError, match="ids but"):
         index.add_embeddings(model, ["x"], passages[:2])
+
+
+def test_cli_query_names_a_truncated_tensors_file_in_one_line(model, index, tmp_path, capsys):
+    checkpoint = save_tiny_d2llm(tmp_path / "ckpt")
+    SearchIndex.build(model, DOCS).save(str(tmp_path / "idx"))
+    tensors = tmp_path / "idx" / json.loads((tmp_path / "idx" / META_FILE).read_text())["files"]["tensors"]
+    tensors.write_bytes(tensors.read_bytes()[:100])
+    assert main(["query", "--model", str(checkpoint), "--index", str(tmp_path / "idx"), "--query", "a cat"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {tensors}: damaged index tensors"), errors
+
+
+def test_an_index_json_without_the_keys_save_writes_is_named_as_damaged(tmp_path):
+    (tmp_path / META_FILE).write_text(json.dumps({"format": 2, "task": "asymmetric", "ids": "d1"}))
+    with pytest.raises(SearchError, match=r"index\.json: damaged index file \(missing or malformed "
+                                          r"model_fingerprint, files, ids\)"):
+        SearchIndex.load(str(tmp_path))

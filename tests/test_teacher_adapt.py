@@ -12,6 +12,7 @@ from teacher_tiny import tiny_mined, tiny_teacher
 from transformers import LlamaForCausalLM
 
 from preprocess.readers import PAIR_FEATURES
+from teacher import adapt as adapt_module
 from teacher.adapt import (AdaptConfig, adapt, add_lora, load_training_pairs, save_adapter, training_arguments,
                            with_lengths)
 from teacher.adapt_data import pair_rows, pairs_from_mined, row_lengths
@@ -58,7 +59,8 @@ def test_an_adapter_folder_appears_whole_and_loads_only_with_its_prompts_and_set
     torch.manual_seed(0)
     LlamaForCausalLM(tiny_llama()).save_pretrained(model_dir)
     tiny_tokenizer().save_pretrained(model_dir)
-    teacher = YesNoTeacher.from_pretrained(str(model_dir), max_query_tokens=7, merge_adapter=False)
+    teacher = YesNoTeacher.from_pretrained(str(model_dir), max_query_tokens=7, merge_adapter=False, device="cpu",
+                                           dtype="float32")
     add_lora(teacher, AdaptConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0))
     output = tmp_path / "adapter"
 
@@ -105,6 +107,21 @@ def test_bf16_autocast_adaptation_tracks_the_float32_losses_and_keeps_float32_we
     assert all(parameter.dtype == torch.float32 for parameter in teacher.model.parameters())
 
 
+def test_a_teacher_on_the_cpu_trains_on_the_cpu_even_where_a_gpu_is_visible(monkeypatch):
+    made = []
+
+    def recorded(*args, **kwargs):
+        made.append(training_arguments(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(adapt_module, "training_arguments", recorded)
+    teacher = tiny_teacher(seed=1)
+    config = AdaptConfig(max_steps=1, batch_size=8, lora_r=2, lora_alpha=4, seed=0)
+    add_lora(teacher, config)
+    adapt(teacher, pair_rows(pet_pairs()), config)
+    assert made[0].use_cpu and made[0].device.type == "cpu" and teacher.device.type == "cpu"
+
+
 def test_untrained_teacher_has_nothing_to_adapt():
     with pytest.raises(ValueError, match="add_lora"):
         teacher = tiny_teacher()
@@ -135,12 +152,12 @@ def test_pairs_with_score_and_label_are_read_by_the_chosen_layout(tmp_path):
             {"sentence1": "c", "sentence2": "d", "score": 1.0, "label": "entailment"}]
     path = tmp_path / "sick.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    graded = load_training_pairs([str(path)], "symmetric", None, 0)[0]
+    [graded], _ = load_training_pairs([str(path)], "symmetric", None, 0)
     assert graded["target"] == pytest.approx([0.9, 0.2])
-    labelled = load_training_pairs([str(path)], "symmetric", None, 0, layout="labelled")[0]
+    [labelled], _ = load_training_pairs([str(path)], "symmetric", None, 0, layout="labelled")
     assert labelled["target"] == [0.0, 1.0]
-    neutral = load_training_pairs([str(path)], "symmetric", None, 0, layout="labelled",
-                                  positive_labels=["neutral"])[0]
+    [neutral], _ = load_training_pairs([str(path)], "symmetric", None, 0, layout="labelled",
+                                       positive_labels=["neutral"])
     assert neutral["target"] == [1.0, 0.0]
 
 
@@ -167,7 +184,7 @@ def padded_prompt_tokens(config: AdaptConfig, rows: Dataset, folder) -> tuple[in
     """Token positions (real and padding) over one epoch of the trainer's batches, and the queries seen."""
     teacher = tiny_teacher(seed=1)
     add_lora(teacher, config)
-    trainer = TeacherTrainer(teacher, args=training_arguments(config, str(folder), None),
+    trainer = TeacherTrainer(teacher, args=training_arguments(config, str(folder), None, use_cpu=True),
                              train_dataset=with_lengths(rows, config))
     total, seen = 0, []
     for batch in trainer.get_train_dataloader():

@@ -43,11 +43,14 @@ def test_adapt_then_score_commands_produce_an_adapter_and_scored_batches_at_its_
     scored = load_from_disk(str(output))
     assert scored.features == SCORED_BATCH_FEATURES and len(scored) == 2
 
-    teacher_command.main(["--model", str(model_dir), "--adapter", str(adapter), "--pairs", str(pairs), "--limit", "2"])
-    assert capsys.readouterr().out.count("p(yes)=") == 2
-
+    capsys.readouterr()
+    teacher_command.main(["--model", str(model_dir), "--adapter", str(adapter), "--pairs", str(pairs), "--limit", "2",
+                          "--device", "cpu", "--dtype", "float32"])
     # on the CPU in float32 (on a GPU the default is bfloat16), as the batches were scored with --dtype float32
     teacher = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter), device="cpu", dtype="float32")
+    cat, dog = teacher.probability(["the cat sat", "the dog sat"], ["a cat ran", "a dog ran"], "symmetric").tolist()
+    assert capsys.readouterr().out.splitlines() == [f"p(yes)={cat:.3f} gold=5.0 | the cat sat | a cat ran",
+                                                    f"p(yes)={dog:.3f} gold=1.0 | the dog sat | a dog ran"]
     assert teacher.settings() == {"max_query_tokens": 6, "max_passage_tokens": 5}
     assert YesNoTeacher.from_pretrained(str(model_dir), adapter=str(adapter), max_query_tokens=9,
                                        device="cpu").settings() == {

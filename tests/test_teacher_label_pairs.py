@@ -64,7 +64,7 @@ def test_the_command_writes_batches_whose_targets_blend_gold_with_the_teachers_o
     model_dir = _tiny_teacher(tmp_path)
     pairs, output = _pairs_file(tmp_path), tmp_path / "labelled"
     label_pairs.main([str(pairs), "--output", str(output), "--teacher", str(model_dir), "--gold-weight", "0.25",
-                      "--batch-size", "4", "--dtype", "float32"])
+                      "--batch-size", "4", "--device", "cpu", "--dtype", "float32"])
     batches = load_from_disk(str(output))
     assert len(batches) == 3 and all(len(row["targets"]) == 4 for row in batches)
     teacher = YesNoTeacher.from_pretrained(str(model_dir), device="cpu", dtype="float32")
@@ -90,7 +90,8 @@ def test_unlabelled_pairs_are_scored_by_the_teacher_alone_beside_gold_pairs_kept
     unlabelled.write_text("".join(json.dumps({"sentence1": f"one {a} {index}", "sentence2": f"two {a}"}) + "\n"
                                   for index, a in enumerate(WORDS * 2)))
     label_pairs.main([str(pairs), "--unlabelled", str(unlabelled), "--output", str(tmp_path / "out"), "--teacher",
-                      str(model_dir), "--gold-weight", "1", "--batch-size", "4", "--dtype", "float32"])
+                      str(model_dir), "--gold-weight", "1", "--batch-size", "4", "--device", "cpu", "--dtype",
+                      "float32"])
     batches = load_from_disk(str(tmp_path / "out"))
     assert len(batches) == 6
     gold = _gold_targets(pairs)
@@ -125,3 +126,15 @@ def test_a_bad_gold_weight_ends_with_one_line_and_status_2_before_anything_is_wr
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "--gold-weight -0.5" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_row_without_its_second_text_ends_with_one_line_naming_it_before_the_teacher_loads(tmp_path):
+    pairs = _pairs_file(tmp_path)
+    pairs.write_text(pairs.read_text() + json.dumps({"sentence1": "the cat sat", "score": 2.0}) + "\n")
+    result = subprocess.run([sys.executable, "-m", "teacher.label_pairs", str(pairs), "--output",
+                             str(tmp_path / "out"), "--teacher", str(tmp_path / "absent")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"error: {pairs}:13: missing column 'sentence2' (columns: ['score', "
+                                          "'sentence1'])"]
+    assert not (tmp_path / "out").exists()

@@ -138,7 +138,9 @@ def test_every_checkpoint_loads_as_an_adapter_that_scores_as_the_trainer_evaluat
     tiny_tokenizer().save_pretrained(model_dir)
     config = AdaptConfig(max_steps=6, batch_size=8, lr=1e-2, seed=0, lora_r=4, lora_alpha=8, lora_dropout=0.0,
                          eval_steps=2)
-    teacher = YesNoTeacher.from_pretrained(str(model_dir), max_query_tokens=9, merge_adapter=False)
+    # on the CPU in float32 wherever a GPU is visible: the checkpoints are scored the same way and compared at 1e-5
+    teacher = YesNoTeacher.from_pretrained(str(model_dir), max_query_tokens=9, merge_adapter=False, device="cpu",
+                                           dtype="float32")
     add_lora(teacher, config)
     dev = pet_pairs()
     result = adapt(teacher, pair_rows(pet_pairs()), config, dev_pairs=dev, checkpoint_dir=tmp_path / "ckpt",
@@ -149,7 +151,7 @@ def test_every_checkpoint_loads_as_an_adapter_that_scores_as_the_trainer_evaluat
         "checkpoint-2", "checkpoint-4", "checkpoint-6"]  # all kept, not the Trainer's last two and the best
     for entry in (entry for entry in result.log_history if "eval_pairs_average_precision" in entry):
         checkpoint = tmp_path / "ckpt" / f"checkpoint-{entry['step']}"
-        loaded = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(checkpoint))
+        loaded = YesNoTeacher.from_pretrained(str(model_dir), adapter=str(checkpoint), device="cpu", dtype="float32")
         assert loaded.settings()["max_query_tokens"] == 9  # the trained token limits, not the defaults
         assert evaluate_pairs(loaded, dev)["average_precision"] == pytest.approx(
             entry["eval_pairs_average_precision"], abs=1e-5)
