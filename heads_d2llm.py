@@ -172,3 +172,25 @@ def head_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     contiguous, under their state-dict names."""
     return {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
             if not name.startswith("backbone.")}
+
+
+HEADS_FILE = "heads.safetensors"
+
+
+def save_heads(model: nn.Module, path: str) -> None:
+    """Write ``head_state_dict(model)`` to the safetensors file ``path``."""
+    from safetensors.torch import save_file
+
+    save_file(head_state_dict(model), path)
+
+
+def load_heads(model: nn.Module, path: str) -> None:
+    """Load the PMA and IEM weights of the safetensors file ``path`` into ``model``; ``ValueError`` naming the file
+    when it lacks any of them (written for another model)."""
+    from safetensors.torch import load_file
+
+    heads = load_file(path)
+    missing = sorted(set(head_state_dict(model)) - set(heads))
+    if missing:
+        raise ValueError(f"{path} lacks {missing[:3]}: it was written for another model")
+    model.load_state_dict(heads, strict=False)

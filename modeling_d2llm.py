@@ -26,14 +26,13 @@ from transformers.utils import ModelOutput
 try:  # inside the dynamic-module package of a saved checkpoint
     from .backbone_d2llm import apply_bidirectional_layers, load_backbone, load_tokenizer, mean_pool, split_gguf_path
     from .configuration_d2llm import D2LLMConfig
-    from .heads_d2llm import IEM, PMA, distance_init_, head_state_dict, mean_init_
+    from .heads_d2llm import HEADS_FILE, IEM, PMA, distance_init_, head_state_dict, load_heads, mean_init_, save_heads
 except ImportError:  # imported from this repository's root
     from backbone_d2llm import apply_bidirectional_layers, load_backbone, load_tokenizer, mean_pool, split_gguf_path
     from configuration_d2llm import D2LLMConfig
-    from heads_d2llm import IEM, PMA, distance_init_, head_state_dict, mean_init_
+    from heads_d2llm import HEADS_FILE, IEM, PMA, distance_init_, head_state_dict, load_heads, mean_init_, save_heads
 
 ADAPTER_DIR = "backbone_adapter"
-HEADS_FILE = "heads.safetensors"
 PROGRESS_BAR_MIN_BATCHES = 8
 
 
@@ -131,8 +130,6 @@ class D2LLMModel(D2LLMPreTrainedModel):
                 model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
             model._tokenizer_path = path
             return model
-        from safetensors.torch import load_file
-
         PeftModel = _peft().PeftModel
 
         config = D2LLMConfig.from_pretrained(path)
@@ -140,11 +137,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
                                   dtype=kwargs.get("dtype"), **config.head_settings())
         model.backbone = PeftModel.from_pretrained(model.backbone, os.path.join(path, ADAPTER_DIR))
         with _naming_damaged_weights(os.path.join(path, HEADS_FILE)):
-            heads = load_file(os.path.join(path, HEADS_FILE))
-        missing = set(head_state_dict(model)) - set(heads)
-        if missing:
-            raise ValueError(f"{os.path.join(path, HEADS_FILE)} lacks {sorted(missing)}")
-        model.load_state_dict(heads, strict=False)
+            load_heads(model, os.path.join(path, HEADS_FILE))
         model._tokenizer_path = path
         return model
 
@@ -242,8 +235,6 @@ class D2LLMModel(D2LLMPreTrainedModel):
             self._tokenizer.save_pretrained(save_directory)
 
     def _save_adapter(self, save_directory: str) -> None:
-        from safetensors.torch import save_file
-
         base_path = self.backbone_model().config.name_or_path
         if not base_path:
             raise ValueError("adapter checkpoints need a backbone loaded by name or path (see from_backbone)")
@@ -251,7 +242,7 @@ class D2LLMModel(D2LLMPreTrainedModel):
         config["lora_adapter_base"] = {"name_or_path": base_path, "gguf_file": getattr(self, "_gguf_file", None)}
         config["auto_map"] = {"AutoConfig": "configuration_d2llm.D2LLMConfig", "AutoModel": "modeling_d2llm.D2LLMModel"}
         self.backbone.save_pretrained(os.path.join(save_directory, ADAPTER_DIR))
-        save_file(head_state_dict(self), os.path.join(save_directory, HEADS_FILE))
+        save_heads(self, os.path.join(save_directory, HEADS_FILE))
         from transformers.dynamic_module_utils import custom_object_save
 
         custom_object_save(self, save_directory, config=self.config)

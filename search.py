@@ -10,19 +10,27 @@ model (backbone config and weights, PMA/IEM weights) in ``index.json`` (no pickl
   only those. The first stage is an ANN index when the index was built with ``ann="hnsw"`` or ``"ivf"``
   (``retrieval.ann``; the embeddings then live in it), else an exact (flat) faiss L2 search over the embeddings.
   ``two_stage_recall`` measures how much of the exact top-k it keeps.
+* Hybrid (``hybrid=True``, an index built with ``lexical=True``): BM25 over the stored document texts
+  (``preprocess.mining.BM25Retriever``) and the IEM's ranking, each ``depth`` deep, fused by reciprocal rank
+  (``rrf``, the default) or by a normalised sum (``retrieval.fusion``). The texts are saved beside the dense
+  index with a digest of its ids (a BM25 side of other documents is refused at load); ``add`` updates both, and
+  the BM25 index is rebuilt from the texts when first queried after a load or an ``add``.
 
 Saving is atomic: data files get a fresh name, ``index.json`` (which names them) is replaced in one rename, and
 only then are the old files removed, so a killed ``build`` or ``add`` leaves the previous index readable.
 
     python search.py build --model CKPT --corpus corpus.jsonl --index DIR [--ann hnsw|ivf] [--metric l2|ip]
+                           [--lexical [--language en]]
     python search.py add   --model CKPT --corpus more.jsonl   --index DIR
     python search.py query --model CKPT --index DIR --query "text" [--query ...] [--queries queries.jsonl]
-                           [--top-k 10] [--two-stage --candidates 200] [--corpus corpus.jsonl]
+                           [--top-k 10] [--two-stage --candidates 200] [--hybrid [--fusion rrf|sum]]
+                           [--corpus corpus.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -40,11 +48,13 @@ from common.stages import write_whole
 from evaluation.loaders import DataError, read_corpus, read_queries
 from evaluation.models import ModelError, load_d2llm
 from retrieval.ann import DEFAULT_METRIC, AnnIndex
+from retrieval.fusion import FUSIONS, fuse
 from retrieval.scoring import DEFAULT_MEMORY_MB, exact_top_k, rescore
 
 META_FILE = "index.json"
 FORMAT_VERSION = 2
 DEFAULT_CANDIDATES = 200
+HYBRID_DEPTH = 100  # documents each side ranks before the fusion
 QUERY_BLOCK = 64
 Hits = list[list[tuple[str, float]]]
 
@@ -56,7 +66,8 @@ class SearchError(ValueError):
 @dataclass
 class SearchIndex:
     """Document ids, their IEM passage projections ``[N, h]`` (fp16, CPU), and their embeddings ``[N, D]``
-    (fp16): in ``flat_embeddings`` without an ANN index, inside ``ann`` with one."""
+    (fp16): in ``flat_embeddings`` without an ANN index, inside ``ann`` with one; ``texts`` (the documents, in id
+    order) where the index keeps a BM25 side for hybrid search."""
 
     ids: list[str]
     projections: torch.Tensor
@@ -64,20 +75,28 @@ class SearchIndex:
     fingerprint: str
     flat_embeddings: torch.Tensor | None = None
     ann: AnnIndex | None = None
+    texts: list[str] | None = None
+    language: str = "en"
     _flat: Any = field(default=None, repr=False, compare=False)
+    _lexical: Any = field(default=None, repr=False, compare=False)
     _verified: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, model: Any, corpus: dict[str, str], task: str = "asymmetric", batch_size: int = 32, *,
-              ann: str | None = None, metric: str = DEFAULT_METRIC) -> "SearchIndex":
-        """Encode ``corpus`` (``{id: text}``) with the task's passage instruction; ``ann``: hnsw, ivf or None."""
+              ann: str | None = None, metric: str = DEFAULT_METRIC, lexical: bool = False,
+              language: str = "en") -> "SearchIndex":
+        """Encode ``corpus`` (``{id: text}``) with the task's passage instruction; ``ann``: hnsw, ivf or None;
+        ``lexical``: keep the texts for a BM25 side (hybrid search), tokenised for ``language``."""
         if not corpus:
             raise SearchError("the corpus has no documents")
         _check_unique(list(corpus), [])
         with torch.no_grad():
             embeddings = model.encode_document(list(corpus.values()), task=task, batch_size=batch_size,
                                                convert_to_tensor=True)
-        return cls.from_embeddings(model, list(corpus), embeddings, task, ann=ann, metric=metric)
+        index = cls.from_embeddings(model, list(corpus), embeddings, task, ann=ann, metric=metric)
+        if lexical:
+            index.texts, index.language = list(corpus.values()), language
+        return index
 
     @classmethod
     def from_embeddings(cls, model: Any, ids: Sequence[str], embeddings: torch.Tensor, task: str = "asymmetric",
@@ -111,14 +130,20 @@ class SearchIndex:
         with torch.no_grad():
             embeddings = model.encode_document(list(corpus.values()), task=self.task, batch_size=batch_size,
                                                convert_to_tensor=True)
-        return self.add_embeddings(model, list(corpus), embeddings)
+        return self.add_embeddings(model, list(corpus), embeddings, texts=list(corpus.values()))
 
-    def add_embeddings(self, model: Any, ids: Sequence[str], embeddings: torch.Tensor) -> int:
-        """Append documents by their embeddings (their IEM projections are computed here). Returns how many."""
+    def add_embeddings(self, model: Any, ids: Sequence[str], embeddings: torch.Tensor,
+                       texts: Sequence[str] | None = None) -> int:
+        """Append documents by their embeddings (their IEM projections are computed here) and, where the index
+        keeps a BM25 side, their ``texts`` (required then). Returns how many."""
         self.check_model(model)
         _check_unique(list(ids), self.ids)
         if len(ids) != len(embeddings):
             raise SearchError(f"{len(ids)} ids but {len(embeddings)} embeddings")
+        if self.texts is not None:
+            if texts is None or len(texts) != len(ids):
+                raise SearchError("this index keeps a BM25 side: give the texts of the documents added")
+            self.texts, self._lexical = self.texts + list(texts), None
         embeddings = embeddings.detach().cpu().half()
         self.projections = torch.cat([self.projections, _project(model, embeddings)])
         self.ids = self.ids + list(ids)
@@ -153,12 +178,15 @@ class SearchIndex:
     @torch.no_grad()
     def search(self, model: Any, queries: Sequence[str] | torch.Tensor, top_k: int = 10, *, two_stage: bool = False,
                candidates: int = DEFAULT_CANDIDATES, precision: str = "auto",
-               memory_mb: float = DEFAULT_MEMORY_MB) -> Hits:
+               memory_mb: float = DEFAULT_MEMORY_MB, hybrid: bool = False, fusion: str = "rrf",
+               query_texts: Sequence[str] | None = None, depth: int = HYBRID_DEPTH) -> Hits:
         """The ``top_k`` best ``(id, IEM score)`` of each query, best first (fp32 scores).
 
         Exact: every document, ``QUERY_BLOCK`` queries per pass, ``precision`` auto/fp32/bf16 (bf16 shortlists, fp32
         scores the shortlist), at most ``memory_mb`` of activations. ``two_stage``: the IEM re-scores the first
-        stage's ``candidates`` best documents.
+        stage's ``candidates`` best documents. ``hybrid``: BM25's and this ranking's ``depth`` best fused by
+        ``fusion`` (``retrieval.fusion``; scores are then fused scores); it needs the query texts (``queries``, or
+        ``query_texts`` beside embeddings).
         """
         self.check_model(model)
         if not self.ids:
@@ -167,6 +195,10 @@ class SearchIndex:
             raise SearchError(f"top_k must be at least 1, got {top_k}")
         if two_stage and candidates < top_k:
             raise SearchError(f"candidates ({candidates}) must be at least top_k ({top_k})")
+        if hybrid:
+            return self._hybrid(model, queries, top_k, fusion, query_texts, max(depth, top_k),
+                                two_stage=two_stage, candidates=max(candidates, depth, top_k), precision=precision,
+                                memory_mb=memory_mb)
         embedded = self.encode_queries(model, queries)
         found = []
         for start in range(0, len(embedded), QUERY_BLOCK):
@@ -181,6 +213,29 @@ class SearchIndex:
             found += [[(self.ids[i], s) for i, s in zip(row_i, row_s) if i >= 0]
                       for row_i, row_s in zip(indices.tolist(), scores.tolist())]
         return found
+
+    def lexical_search(self, queries: Sequence[str], depth: int) -> Hits:
+        """BM25's ``depth`` best ``(id, score)`` of each query over the stored texts; ``SearchError`` where the index
+        keeps none."""
+        if self.texts is None:
+            raise SearchError("this index keeps no BM25 side: build it with --lexical (lexical=True) for hybrid search")
+        if self._lexical is None:
+            from preprocess.mining import BM25Retriever
+
+            self._lexical = BM25Retriever(self.texts, self.language)
+        return [[(self.ids[doc], score) for doc, score in found]
+                for found in self._lexical.search_scored(list(queries), depth)]
+
+    def _hybrid(self, model: Any, queries: Sequence[str] | torch.Tensor, top_k: int, fusion: str,
+                query_texts: Sequence[str] | None, depth: int, **dense: Any) -> Hits:
+        if fusion not in FUSIONS:
+            raise SearchError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        texts = query_texts if isinstance(queries, torch.Tensor) else queries
+        if texts is None or len(texts) != len(queries):
+            raise SearchError("hybrid search needs the text of every query")
+        lexical = self.lexical_search(texts, depth)
+        dense_hits = self.search(model, queries, min(depth, len(self.ids)), **dense)
+        return [fuse(fusion, words, meaning, top_k) for words, meaning in zip(lexical, dense_hits)]
 
     def two_stage_recall(self, model: Any, queries: Sequence[str] | torch.Tensor, top_k: int = 10,
                          candidates: int = DEFAULT_CANDIDATES) -> float:
@@ -216,6 +271,11 @@ class SearchIndex:
         if self.ann is not None:
             files["ann"] = f"ann-{token}.faiss"
             self.ann.save(os.path.join(folder, files["ann"]))
+        if self.texts is not None:
+            files["lexical"] = f"lexical-{token}.json"
+            lexical = {"language": self.language, "ids_digest": _ids_digest(self.ids), "texts": self.texts}
+            with open(os.path.join(folder, files["lexical"]), "w", encoding="utf-8") as handle:
+                json.dump(lexical, handle, ensure_ascii=False)
         meta = {"format": FORMAT_VERSION, "task": self.task, "model_fingerprint": self.fingerprint, "files": files,
                 "ann": self.ann and {"kind": self.ann.kind, "metric": self.ann.metric}, "ids": self.ids}
 
@@ -227,7 +287,8 @@ class SearchIndex:
 
         write_whole(Path(folder) / META_FILE, write_meta)
         for name in os.listdir(folder):
-            if name not in files.values() and name != META_FILE and name.startswith(("tensors-", "ann-", META_FILE)):
+            if name not in files.values() and name != META_FILE and name.startswith(
+                    ("tensors-", "ann-", "lexical-", META_FILE)):
                 os.remove(os.path.join(folder, name))
 
     @classmethod
@@ -260,6 +321,8 @@ class SearchIndex:
             except RuntimeError as error:  # faiss reports a damaged file this way
                 raise SearchError(f"{paths['ann']}: damaged ANN index ({' '.join(str(error).split())[:200]}); "
                                   "rebuild the index") from None
+        if "lexical" in paths:
+            index.texts, index.language = _read_lexical(paths["lexical"], index.ids)
         rows = len(index.ann) if index.ann is not None else len(index.flat_embeddings)
         if not len(index.ids) == rows == len(index.projections):
             raise SearchError(f"{folder}: {len(index.ids)} ids but {rows} embeddings and "
@@ -290,6 +353,24 @@ def _read_meta(path: str) -> dict[str, Any]:
     if wrong:
         raise SearchError(f"{path}: damaged index file (missing or malformed {', '.join(wrong)}); rebuild the index")
     return meta
+
+
+def _ids_digest(ids: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(ids), ensure_ascii=False).encode()).hexdigest()
+
+
+def _read_lexical(path: str, ids: Sequence[str]) -> tuple[list[str], str]:
+    """The texts and language of a BM25 side; ``SearchError`` naming ``path`` when damaged or of other documents."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lexical = json.load(handle)
+        texts, language, digest = lexical["texts"], lexical["language"], lexical["ids_digest"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SearchError(f"{path}: damaged BM25 side of the index ({error}); rebuild the index") from None
+    if digest != _ids_digest(ids) or not isinstance(texts, list) or len(texts) != len(ids):
+        raise SearchError(f"{path}: the BM25 side does not match the dense index (other documents); rebuild the "
+                          "index")
+    return texts, language
 
 
 def _project(model: Any, embeddings: torch.Tensor) -> torch.Tensor:
@@ -331,6 +412,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     build.add_argument("--task", default="asymmetric", help="IEM task the index serves")
     build.add_argument("--ann", choices=["hnsw", "ivf"], help="an ANN first stage for --two-stage (faiss)")
     build.add_argument("--metric", choices=["l2", "ip"], default=DEFAULT_METRIC, help="the ANN index's metric")
+    build.add_argument("--lexical", action="store_true", help="keep the texts for a BM25 side (query --hybrid)")
+    build.add_argument("--language", default="en", help="BM25 tokenisation of --lexical: en (stemmed) or zh")
     query = commands.choices["query"]
     query.add_argument("--query", action="append", default=[], help="a query text (repeatable)")
     query.add_argument("--queries", help="BEIR queries.jsonl ({_id, text})")
@@ -341,6 +424,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     query.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="exact search: bf16 shortlisting where fast (auto), or one precision throughout")
     query.add_argument("--memory-mb", type=float, default=DEFAULT_MEMORY_MB, help="exact search activation budget")
+    query.add_argument("--hybrid", action="store_true", help="fuse BM25's ranking with the IEM's (--lexical index)")
+    query.add_argument("--fusion", choices=FUSIONS, default="rrf", help="hybrid: reciprocal rank or normalised sum")
     args = parser.parse_args(argv)
     if args.command == "query" and not (args.query or args.queries):
         parser.error("give --query TEXT and/or --queries FILE")
@@ -355,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "query" and not corpus:
             raise SearchError(f"{args.corpus}: the corpus has no documents")
         if args.command == "build":
-            index = SearchIndex.build(model, corpus, args.task, args.batch_size, ann=args.ann, metric=args.metric)
+            index = SearchIndex.build(model, corpus, args.task, args.batch_size, ann=args.ann, metric=args.metric,
+                                      lexical=args.lexical, language=args.language)
             index.save(args.index)
             report: Any = {"index": args.index, "documents": len(index)}
         elif args.command == "add":
@@ -385,7 +471,8 @@ def _query(args: argparse.Namespace, model: Any, corpus: dict[str, str]) -> dict
     texts = list(args.query) + (list(read_queries(args.queries).values()) if args.queries else [])
     embedded = index.encode_queries(model, texts, args.batch_size)
     hits = index.search(model, embedded, args.top_k, two_stage=args.two_stage, candidates=args.candidates,
-                        precision=args.precision, memory_mb=args.memory_mb)
+                        precision=args.precision, memory_mb=args.memory_mb, hybrid=args.hybrid, fusion=args.fusion,
+                        query_texts=texts)
     report: dict[str, Any] = {"results": [
         {"query": text, "hits": [{"id": doc, "score": round(score, 4),
                                   **({"text": corpus[doc]} if doc in corpus else {})} for doc, score in found]}

@@ -39,12 +39,11 @@ from common.hardware import resolve_dtype
 from common.stages import write_whole
 from data_collator import D2LLMDataCollator
 from distil.token_state_cache import TokenStateCache, build_cache, collator_texts
-from heads_d2llm import head_state_dict
+from heads_d2llm import HEADS_FILE, load_heads, save_heads
 
 logger = logging.getLogger(__name__)
 
 WARMUP_DIR = "_head_warmup"  # "_*" folders stay out of push_to_hub uploads
-HEADS_FILE = "heads.safetensors"
 LOG_FILE = "log_history.json"
 STATES_CHOICES = ("cache", "recompute")
 
@@ -87,16 +86,10 @@ def run_head_warmup(model: Any, train_dataset: Any, args: Any, trainer_class: ty
     """Train ``model``'s heads for ``args.head_warmup_epochs`` epochs with the backbone frozen (see the module
     docstring), or load the heads of a finished warm-up. ``trainer_class`` (``D2LLMTrainer``) trains them, with
     ``trainer_kwargs``."""
-    from safetensors.torch import load_file, save_file
-
     folder = Path(args.output_dir) / WARMUP_DIR
     heads_file = folder / HEADS_FILE
     if heads_file.exists():
-        heads = load_file(str(heads_file))
-        missing = sorted(set(head_state_dict(model)) - set(heads))
-        if missing:
-            raise ValueError(f"{heads_file} lacks {missing[:3]}: it was written for another model; remove it")
-        model.load_state_dict(heads, strict=False)
+        load_heads(model, str(heads_file))
         logger.info("head warm-up done already: heads loaded from %s", heads_file)
         return
     frozen = [param for param in model.backbone.parameters() if param.requires_grad]
@@ -119,7 +112,7 @@ def run_head_warmup(model: Any, train_dataset: Any, args: Any, trainer_class: ty
     if trainer.is_world_process_zero():
         history = json.dumps(trainer.state.log_history, indent=2)
         write_whole(folder / LOG_FILE, lambda partial: partial.write_text(history))
-        write_whole(heads_file, lambda partial: save_file(head_state_dict(model), str(partial)))
+        write_whole(heads_file, lambda partial: save_heads(model, str(partial)))
     trainer.accelerator.wait_for_everyone()
     del trainer  # its DDP wrapper and reducer hooks go with it before the end-to-end trainer wraps the model
     gc.collect()

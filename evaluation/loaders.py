@@ -1,8 +1,9 @@
 """Evaluation sets in the layouts of ``shared/data/README.md``, from a local file or a hub dataset id.
 
 * graded pairs: ``{"sentence1", "sentence2", "score"}``
-* labelled pairs: ``{"sentence1", "sentence2", "label"}``; the positive class is ``entailment`` or 1 (``neutral``,
-  ``contradiction`` and 0 are negative)
+* labelled pairs: ``{"sentence1", "sentence2", "label"}``; which label is positive is the readers' one rule
+  (``preprocess.readers.positive_label``: ``entailment``, 1 or true; ``neutral``, ``contradiction``, 0 or false
+  negative; anything else refused)
 * retrieval: a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``), or a hub dataset in
   MTEB's layout (subsets ``corpus``, ``queries`` and ``default`` for the qrels)
 
@@ -19,9 +20,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from preprocess.readers import DataError, beir_document_text, iter_records, qrel_judgements
+from preprocess.readers import DataError, beir_document_text, iter_records, positive_label, qrel_judgements
 
-NLI_LABELS = {"entailment": True, "neutral": False, "contradiction": False}
 Records = Iterable[tuple[str, dict[str, Any]]]
 
 
@@ -161,12 +161,9 @@ def _as_score(value: Any, where: str) -> float:
 
 
 def _as_positive(value: Any, where: str) -> bool:
-    name = str(value).strip().lower()
-    if name in NLI_LABELS:
-        return NLI_LABELS[name]
-    if name in ("0", "1") and not isinstance(value, float):
-        return name == "1"
-    raise DataError(f"{where}: field 'label' must be entailment/neutral/contradiction or 0/1, got {value!r}")
+    if isinstance(value, float):  # 1.0 is not a label
+        raise DataError(f"{where}: field 'label' must be a label, not the number {value!r}")
+    return positive_label(value, where)
 
 
 def _as_grade(value: float, where: str) -> int:

@@ -112,15 +112,19 @@ class BM25Retriever:
 
     def search(self, queries: Sequence[str], depth: int) -> list[list[int]]:
         """Corpus indices per query, best first; documents sharing no term with the query are left out."""
+        return [[doc for doc, _ in found] for found in self.search_scored(queries, depth)]
+
+    def search_scored(self, queries: Sequence[str], depth: int) -> list[list[tuple[int, float]]]:
+        """``(corpus index, BM25 score)`` per query, best first; documents sharing no term with it left out."""
         tokens = self.tokenizer.tokenize(list(queries), return_as="string", update_vocab=False, show_progress=False)
         known = [[token for token in query if token] for query in tokens]  # "" stands for words not in the corpus
         searchable = [row for row, query in enumerate(known) if query]
-        ranked: list[list[int]] = [[] for _ in known]
+        ranked: list[list[tuple[int, float]]] = [[] for _ in known]
         if searchable:
             documents, scores = self.index.retrieve([known[row] for row in searchable], k=min(depth, self.size),
                                                     show_progress=False, n_threads=1)
             for row, row_docs, row_scores in zip(searchable, documents, scores):
-                ranked[row] = [int(d) for d, s in zip(row_docs, row_scores) if s > 0]
+                ranked[row] = [(int(d), float(s)) for d, s in zip(row_docs, row_scores) if s > 0]
         return ranked
 
 

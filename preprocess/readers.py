@@ -53,7 +53,8 @@ from common.stages import write_whole
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "graded", "labelled", "examples", "beir", "unlabelled")
-POSITIVE_LABELS = ("entailment", "1", "true")
+POSITIVE_LABELS = ("entailment", "1", "true")  # the one rule for labelled pairs: ``positive_label``
+NEGATIVE_LABELS = ("neutral", "contradiction", "0", "false")
 PAIR_FEATURES = Features({"query": Value("string"), "passage": Value("string"), "target": Value("float32"),
                           "task": Value("string"), "language": Value("string")})
 CORPUS_FEATURES = Features({"text": Value("string")})
@@ -245,8 +246,17 @@ def _score(value, location: str) -> float:
         raise DataError(f"{location}: column 'score' must be a number, got {value!r}") from None
 
 
-def _is_positive_label(value, positive_labels: Sequence[str]) -> bool:
-    return str(value).strip().lower() in positive_labels
+def positive_label(value: Any, location: str, positive_labels: Sequence[str] = POSITIVE_LABELS) -> bool:
+    """Whether a pair's ``label`` is the positive class, by one rule for every reader: ``POSITIVE_LABELS`` are
+    positive and ``NEGATIVE_LABELS`` negative (case and spaces aside), anything else a ``DataError`` naming
+    ``location``; with other ``positive_labels``, those are positive and every other label negative."""
+    name = str(value).strip().lower()
+    if name in positive_labels:
+        return True
+    if tuple(positive_labels) != POSITIVE_LABELS or name in NEGATIVE_LABELS:
+        return False
+    raise DataError(f"{location}: field 'label' must be one of {', '.join(POSITIVE_LABELS + NEGATIVE_LABELS)}, "
+                    f"got {value!r}")
 
 
 def _row_task_language(row: dict, task: str, language: str, location: str) -> tuple[str, str]:
@@ -290,7 +300,7 @@ def read_examples(
         for location, first, second, value, row in _pair_values(iter_records(source, split, subset), layout, report):
             corpus[first] = corpus[second] = None
             positive = (layout == "examples" or (layout == "graded" and _score(value, location) >= threshold)
-                        or (layout == "labelled" and _is_positive_label(value, positive_labels)))
+                        or (layout == "labelled" and positive_label(value, location, positive_labels)))
             if positive:
                 rows.append((first, second, row, location))
             else:
@@ -340,7 +350,7 @@ def read_pairs(
             if not 0.0 <= target <= 1.0:
                 raise DataError(f"{location}: score {value!r} is outside [0, {max_score}] (set max_score)")
         elif layout == "labelled":
-            target = float(_is_positive_label(value, positive_labels))
+            target = float(positive_label(value, location, positive_labels))
         else:
             target = math.nan
         row_task, row_language = _row_task_language(row, task, language, location)

@@ -381,11 +381,18 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Ada
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What the output depends on besides ``AdaptConfig``: the model, the data and how it is read, the prompts."""
+    """What the output depends on besides ``AdaptConfig``: the model, the data and how it is read, the prompts. A
+    model or data file on disk stands as the digest of its content (``contents``), so one edited in place under the
+    same name is another input: its checkpoints are not resumed."""
+    from common.fingerprints import saved_digest
+
     keys = ("teacher", "train_pairs", "train_task", "train_layout", "positive_labels", "train_mined", "limit",
             "max_query_tokens", "max_passage_tokens", "dev_pairs", "dev_limit", "dev_mined", "dev_queries",
             "dev_task", "dtype", "prompt_preset", "bf16")
-    return {key: getattr(args, key) for key in keys}
+    settings = {key: getattr(args, key) for key in keys}
+    paths = [args.teacher, *args.train_pairs, *args.train_mined, args.dev_pairs, args.dev_mined]
+    settings["contents"] = {path: saved_digest(path) for path in paths if path and Path(path).exists()}
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:

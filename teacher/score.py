@@ -283,6 +283,14 @@ def report_teacher_separation(scored: Dataset, output: Path) -> dict[str, float 
     return separation
 
 
+def teacher_identity(teacher: str, adapter: str | None) -> str:
+    """What names the teacher in the run fingerprint: the content digest of the model and the adapter where they
+    are on disk (retrained in place: another teacher; copied elsewhere: the same), else their Hub ids."""
+    from common.fingerprints import saved_digest
+
+    return "|".join(saved_digest(path) if os.path.exists(path) else path for path in (teacher, adapter or ""))
+
+
 def _batch_row(rows: Sequence[dict], batch_id: int, members: Sequence[int]) -> dict:
     picked = [rows[index] for index in members]
     return {"batch_id": batch_id, "task": picked[0]["task"], "language": picked[0]["language"],
@@ -392,8 +400,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = ScoringConfig(batch_size=args.batch_size, seed=args.seed, shard_batches=args.shard_batches,
                            teacher_batch_size=args.teacher_batch_size, drop_last=args.drop_last,
                            inbatch_scores=args.inbatch_scores)
-    teacher_id = "|".join(os.path.abspath(path) if os.path.exists(path) else path
-                          for path in (args.teacher, args.adapter or ""))
+    teacher_id = teacher_identity(args.teacher, args.adapter)
     started = time.perf_counter()
     score_dataset(rows, teacher, args.output, config, teacher_id=teacher_id, work_dir=args.work_dir,
                   max_shards=args.max_shards, process_index=state.process_index,

@@ -208,3 +208,30 @@ def test_hub_class_labels_are_read_as_names_and_unlabelled_rows_are_skipped(monk
     result = read_examples("someone/snli", split="validation")
     assert result.examples["query"] == ["a dog runs"]
     assert result.report.skipped["no gold label"] == 1
+
+
+@pytest.mark.parametrize("label, positive", [("entailment", True), (" TRUE ", True), (1, True), ("neutral", False),
+                                             ("contradiction", False), ("false", False), (0, False)])
+def test_one_rule_says_which_label_is_positive_for_the_readers_and_the_evaluation_loader(tmp_path, label, positive):
+    from evaluation.loaders import load_labelled_pairs
+    from preprocess.readers import positive_label
+
+    assert positive_label(label, "here") is positive
+    path = tmp_path / "pairs.jsonl"
+    other = {"sentence1": "c", "sentence2": "d", "label": "neutral" if positive else "entailment"}  # both classes
+    rows = [{"sentence1": "a", "sentence2": "b", "label": label}, other]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert [bool(gold) for gold in load_labelled_pairs(str(path)).gold] == [positive, not positive]
+    assert read_pairs(str(path), layout="labelled")[0]["target"] == [float(positive), float(not positive)]
+
+
+def test_a_label_outside_the_rule_is_refused_by_the_readers_and_the_loader_alike(tmp_path):
+    from evaluation.loaders import load_labelled_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"sentence1": "a", "sentence2": "b", "label": "entailed"}, {"sentence1": "c", "sentence2": "d", "label": 0}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for read in (lambda: read_pairs(str(path), layout="labelled"), lambda: load_labelled_pairs(str(path))):
+        with pytest.raises(DataError, match=r"pairs.jsonl:1: field 'label' must be one of entailment"):
+            read()
+    assert read_pairs(str(path), layout="labelled", positive_labels=["entailed"])[0]["target"] == [1.0, 0.0]

@@ -205,3 +205,17 @@ def test_length_grouped_batches_hold_less_padding_and_still_cover_every_row_once
     plain, seen_plain = padded_prompt_tokens(AdaptConfig(group_by_length=False, **options), rows, tmp_path / "p")
     assert grouped < 0.85 * plain
     assert sorted(seen_grouped) == sorted(seen_plain) and len(seen_grouped) == len(rows)
+
+
+def test_a_training_file_edited_in_place_changes_the_run_settings_so_its_checkpoints_are_not_resumed(tmp_path):
+    from teacher.adapt import parse_arguments, run_settings
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"sentence1": "a", "sentence2": "b", "score": 4}\n')
+    arguments = ["--teacher", "HuggingFaceTB/SmolLM2-135M-Instruct", "--output", str(tmp_path / "out"),
+                 "--train-pairs", str(pairs)]
+    before = run_settings(parse_arguments(arguments)[0])
+    assert run_settings(parse_arguments(arguments)[0]) == before
+    pairs.write_text('{"sentence1": "a", "sentence2": "c", "score": 1}\n')  # same name, other content
+    after = run_settings(parse_arguments(arguments)[0])
+    assert after != before and after["contents"].keys() == {str(pairs)}  # a Hub id has no content to digest

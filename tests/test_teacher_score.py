@@ -134,3 +134,19 @@ def test_processes_score_disjoint_shards_that_merge_into_the_single_process_data
     assert first.queries and second.queries and not first.queries & second.queries
     assert score_dataset(rows, teacher, output, config, process_index=0, num_processes=2).to_list() == \
         reference.to_list()
+
+
+def test_the_teacher_is_named_by_its_content_so_a_retrained_adapter_is_another_teacher(tmp_path):
+    from teacher.score import teacher_identity
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights 1")
+    first = teacher_identity("HuggingFaceTB/SmolLM2-135M-Instruct", str(adapter))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "adapter_model.safetensors").write_bytes(b"weights 1")
+    assert teacher_identity("HuggingFaceTB/SmolLM2-135M-Instruct", str(copy)) == first  # where it lives: no matter
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights 2")  # retrained in place
+    assert teacher_identity("HuggingFaceTB/SmolLM2-135M-Instruct", str(adapter)) != first
+    assert first.startswith("HuggingFaceTB/SmolLM2-135M-Instruct|")  # a Hub id stands as itself
