@@ -9,11 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from evaluation_tiny import CORPUS, save_tiny_d2llm, write_jsonl, write_sts
 from teacher_tiny import tiny_mined
-from tiny import tiny_llama, tiny_tokenizer
-from transformers import LlamaForCausalLM
 
 from evaluation.models import load_d2llm
 from search import META_FILE, SearchIndex
@@ -36,15 +33,6 @@ def _error_line(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("teacher") / "tiny-llm"
-    LlamaForCausalLM(tiny_llama()).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("inputs")
     tiny_mined(4, k=2).save_to_disk(str(folder / "mined"))
@@ -64,12 +52,12 @@ def search_index(tmp_path_factory) -> dict[str, Path]:
     return {"checkpoint": checkpoint, "corpus": corpus, "index": folder / "index"}
 
 
-def test_teacher_score_refuses_an_output_scored_from_other_settings(teacher_dir, inputs, tmp_path):
+def test_teacher_score_refuses_an_output_scored_from_other_settings(tiny_teacher_dir, inputs, tmp_path):
     output = tmp_path / "scored"
     output.mkdir()
     (output / RUN_FILE).write_text(json.dumps({"fingerprint": "another run"}))
     line = _error_line("-m", "teacher.score", "--input", str(inputs["mined"]), "--output", str(output), "--teacher",
-                       str(teacher_dir), "--dtype", "float32")
+                       str(tiny_teacher_dir), "--dtype", "float32")
     assert line == (f"error: {output} exists and was not scored from these inputs and settings; choose another "
                     "--output or remove it")
 

@@ -9,10 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from datasets import load_from_disk
-from tiny import tiny_llama, tiny_tokenizer
-from transformers import LlamaForCausalLM
 
 from preprocess.readers import SKIPPED_FILE
 
@@ -29,15 +26,6 @@ def four_rows(tmp_path) -> Path:
     path = tmp_path / "four.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in FOUR_ROWS))
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("teacher") / "tiny-llm"
-    LlamaForCausalLM(tiny_llama()).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
