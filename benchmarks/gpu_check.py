@@ -258,7 +258,9 @@ def main() -> None:
     guarded(report, "teacher_scoring", lambda: teacher_scoring(args))
     guarded(report, "exact_search", lambda: exact_search(args))
     guarded(report, "accelerate_configs", lambda: accelerate_configs(args.accelerate_configs))
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    partial = args.output.with_name(f"{args.output.name}.partial")
+    partial.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, args.output)  # whole or not at all
     print(f"wrote {args.output}")
 
 
