@@ -30,7 +30,6 @@ only then are the old files removed, so a killed ``build`` or ``add`` leaves the
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -49,6 +48,7 @@ from evaluation.loaders import DataError, read_corpus, read_queries
 from evaluation.models import ModelError, load_d2llm
 from retrieval.ann import DEFAULT_METRIC, AnnIndex
 from retrieval.fusion import FUSIONS, fuse
+from retrieval.lexical import bm25, read_lexical, write_lexical
 from retrieval.scoring import DEFAULT_MEMORY_MB, exact_top_k, rescore
 
 META_FILE = "index.json"
@@ -220,9 +220,7 @@ class SearchIndex:
         if self.texts is None:
             raise SearchError("this index keeps no BM25 side: build it with --lexical (lexical=True) for hybrid search")
         if self._lexical is None:
-            from preprocess.mining import BM25Retriever
-
-            self._lexical = BM25Retriever(self.texts, self.language)
+            self._lexical = bm25(self.texts, self.language)
         return [[(self.ids[doc], score) for doc, score in found]
                 for found in self._lexical.search_scored(list(queries), depth)]
 
@@ -273,9 +271,7 @@ class SearchIndex:
             self.ann.save(os.path.join(folder, files["ann"]))
         if self.texts is not None:
             files["lexical"] = f"lexical-{token}.json"
-            lexical = {"language": self.language, "ids_digest": _ids_digest(self.ids), "texts": self.texts}
-            with open(os.path.join(folder, files["lexical"]), "w", encoding="utf-8") as handle:
-                json.dump(lexical, handle, ensure_ascii=False)
+            write_lexical(os.path.join(folder, files["lexical"]), self.ids, self.texts, self.language)
         meta = {"format": FORMAT_VERSION, "task": self.task, "model_fingerprint": self.fingerprint, "files": files,
                 "ann": self.ann and {"kind": self.ann.kind, "metric": self.ann.metric}, "ids": self.ids}
 
@@ -322,7 +318,10 @@ class SearchIndex:
                 raise SearchError(f"{paths['ann']}: damaged ANN index ({' '.join(str(error).split())[:200]}); "
                                   "rebuild the index") from None
         if "lexical" in paths:
-            index.texts, index.language = _read_lexical(paths["lexical"], index.ids)
+            try:
+                index.texts, index.language = read_lexical(paths["lexical"], index.ids)
+            except ValueError as error:
+                raise SearchError(str(error)) from None
         rows = len(index.ann) if index.ann is not None else len(index.flat_embeddings)
         if not len(index.ids) == rows == len(index.projections):
             raise SearchError(f"{folder}: {len(index.ids)} ids but {rows} embeddings and "
@@ -353,24 +352,6 @@ def _read_meta(path: str) -> dict[str, Any]:
     if wrong:
         raise SearchError(f"{path}: damaged index file (missing or malformed {', '.join(wrong)}); rebuild the index")
     return meta
-
-
-def _ids_digest(ids: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps(list(ids), ensure_ascii=False).encode()).hexdigest()
-
-
-def _read_lexical(path: str, ids: Sequence[str]) -> tuple[list[str], str]:
-    """The texts and language of a BM25 side; ``SearchError`` naming ``path`` when damaged or of other documents."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            lexical = json.load(handle)
-        texts, language, digest = lexical["texts"], lexical["language"], lexical["ids_digest"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise SearchError(f"{path}: damaged BM25 side of the index ({error}); rebuild the index") from None
-    if digest != _ids_digest(ids) or not isinstance(texts, list) or len(texts) != len(ids):
-        raise SearchError(f"{path}: the BM25 side does not match the dense index (other documents); rebuild the "
-                          "index")
-    return texts, language
 
 
 def _project(model: Any, embeddings: torch.Tensor) -> torch.Tensor:

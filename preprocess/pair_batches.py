@@ -11,7 +11,7 @@ their targets (``--ibn_weight 0``), and batches of positive pairs only also trai
 
 Rows the reader skips (an empty text, no gold, identical texts, a repeated pair) are left out: they are counted in
 one line on stderr and recorded in ``DIR/skipped.json`` (``{SOURCE: {rows, skipped, reasons, examples}}``,
-``preprocess.readers.announce_skips``).
+``preprocess.read_report.announce_skips``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from datasets import Dataset
 
 from common.schema import PAIR_BATCH_FEATURES
 from common.stages import write_whole
-from preprocess.readers import POSITIVE_LABELS, SKIPPED_FILE, DataError, announce_skips, read_pairs
+from preprocess.read_report import SKIPPED_FILE, announce_skips
+from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
 
 
 def pair_batches(pairs: Dataset, batch_size: int, seed: int = 0) -> Dataset:

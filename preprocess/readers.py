@@ -16,10 +16,11 @@ evaluation.
 
 Bad input: a missing column, an unreadable row or score, a duplicate BEIR id or a qrel naming an unknown id
 raise an error naming the file, row and column. Rows that cannot be used but are legal data are skipped and
-counted by reason in ``ReadReport`` (printed at the end): empty text, no gold label (a hub class label of -1),
-a pair identical on both sides, a repeated pair, a BEIR query without any positive, a qrel to an empty document.
-A command that takes what is left says so with ``announce_skips``: one line on stderr per source, and a record
-for the metadata of its output (``SKIPPED_FILE``). A ``limit`` below 1 is a ``DataError`` (``check_limit``).
+counted by reason in a ``preprocess.read_report.ReadReport`` (printed at the end): empty text, no gold label (a
+hub class label of -1), a pair identical on both sides, a repeated pair, a BEIR query without any positive, a qrel
+to an empty document. A command that takes what is left says so with ``read_report.announce_skips``: one line on
+stderr per source, and a record for its output's metadata. A ``limit`` below 1 is a ``DataError``
+(``check_limit``).
 
 Command line::
 
@@ -38,10 +39,8 @@ import logging
 import math
 import os
 import random
-import sys
-from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +48,7 @@ from datasets import ClassLabel, Dataset, Features, Value, load_dataset, load_fr
 
 from common.schema import EXAMPLE_FEATURES, TASKS
 from common.stages import write_whole
+from preprocess.read_report import ReadReport
 
 logger = logging.getLogger(__name__)
 
@@ -58,54 +58,11 @@ NEGATIVE_LABELS = ("neutral", "contradiction", "0", "false")
 PAIR_FEATURES = Features({"query": Value("string"), "passage": Value("string"), "target": Value("float32"),
                           "task": Value("string"), "language": Value("string")})
 CORPUS_FEATURES = Features({"text": Value("string")})
-SKIPPED_FILE = "skipped.json"
-"""Written by the commands that take a source's usable rows only: ``{source: announce_skips(report)}``."""
 Row = TypeVar("Row")
 
 
 class DataError(ValueError):
     """Input that cannot be read as asked; the message names the file, row and column."""
-
-
-@dataclass
-class ReadReport:
-    """Counts of rows read and of rows skipped, by reason; the first few skipped locations are kept."""
-
-    source: str
-    rows: int = 0
-    examples: int = 0
-    not_positive: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    examples_of_skips: dict[str, list[str]] = field(default_factory=dict)
-
-    def skip(self, reason: str, location: str) -> None:
-        self.skipped[reason] += 1
-        self.examples_of_skips.setdefault(reason, [])
-        if len(self.examples_of_skips[reason]) < 3:
-            self.examples_of_skips[reason].append(location)
-
-    def summary(self) -> str:
-        lines = [f"{self.source}: {self.rows} rows read, {self.examples} kept"
-                 + (f", {self.not_positive} pairs not positive (corpus only)" if self.not_positive else "")]
-        for reason, count in sorted(self.skipped.items()):
-            lines.append(f"  skipped {count} ({reason}), e.g. {', '.join(self.examples_of_skips[reason])}")
-        return "\n".join(lines)
-
-
-def announce_skips(report: ReadReport) -> dict[str, Any]:
-    """Print one line on stderr counting the rows ``report`` skipped, by reason, with the first location of each
-    (``FILE: skipped 2 of 4 rows (empty text: 1, identical query and passage: 1), e.g. FILE:2, FILE:3``; nothing
-    when none was skipped). Returns the record to store in the output's metadata: ``{"rows": M, "skipped": N,
-    "reasons": {reason: count}, "examples": {reason: [location, ...]}}``."""
-    reasons = dict(sorted(report.skipped.items()))
-    skipped = sum(reasons.values())
-    if skipped:
-        counts = ", ".join(f"{reason}: {count}" for reason, count in reasons.items())
-        examples = ", ".join(report.examples_of_skips[reason][0] for reason in reasons)
-        print(f"{report.source}: skipped {skipped} of {report.rows} rows ({counts}), e.g. {examples}",
-              file=sys.stderr, flush=True)
-    return {"rows": report.rows, "skipped": skipped, "reasons": reasons,
-            "examples": {reason: list(report.examples_of_skips[reason]) for reason in reasons}}
 
 
 def check_limit(limit: int | None, name: str = "--limit") -> None:

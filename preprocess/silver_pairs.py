@@ -26,7 +26,8 @@ from typing import Sequence
 
 from common.stages import write_whole
 from preprocess.mining import BM25Retriever, normalise
-from preprocess.readers import DataError, announce_skips, check_limit, detect_language, read_pairs, sample_rows
+from preprocess.read_report import announce_skips
+from preprocess.readers import DataError, check_limit, detect_language, read_pairs, sample_rows
 
 
 def silver_pairs(gold: Sequence[tuple[str, str]], k: int = 1, depth: int = 20) -> list[tuple[str, str]]:

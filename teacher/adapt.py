@@ -58,7 +58,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from common.cli_errors import ModelError
 from common.stages import write_whole
-from preprocess.readers import POSITIVE_LABELS, DataError, announce_skips, check_limit, read_pairs
+from preprocess.read_report import announce_skips
+from preprocess.readers import POSITIVE_LABELS, DataError, check_limit, read_pairs
 from teacher.adapt_data import LENGTH_COLUMN, group_rows, pair_rows, pairs_from_mined, row_lengths
 from teacher.evaluate import add_dev_arguments, evaluate_teacher, load_dev
 from teacher.model import YesNoTeacher, add_teacher_cost_arguments

@@ -12,7 +12,7 @@ Command line::
 
 prints the metrics as JSON. Dev pairs the reader skips (an empty text, no gold, identical texts, a repeated pair)
 are not evaluated: they are counted in one line on stderr and under ``skipped`` in the JSON
-(``preprocess.readers.announce_skips``). A row that cannot be read, or a ``--teacher`` that does not load, ends the
+(``preprocess.read_report.announce_skips``). A row that cannot be read, or a ``--teacher`` that does not load, ends the
 command with exit status 2 and one line.
 """
 
@@ -136,7 +136,8 @@ def load_dev(args: argparse.Namespace) -> tuple[Dataset | None, Dataset | None, 
     the dev pairs: ``{FILE: announce_skips(report)}`` (empty without dev pairs)."""
     from datasets import load_from_disk
 
-    from preprocess.readers import announce_skips, check_limit, read_pairs
+    from preprocess.read_report import announce_skips
+    from preprocess.readers import check_limit, read_pairs
 
     check_limit(args.dev_limit, "--dev-limit")
     pairs, skipped = None, {}

@@ -19,7 +19,7 @@ orders). Output is written whole or not at all.
 
 Rows the reader skips (an empty text, no gold, identical texts, a repeated pair) are left out: each source's are
 counted in one line on stderr and recorded in ``DIR/skipped.json`` (``{source: {rows, skipped, reasons,
-examples}}``, ``preprocess.readers.announce_skips``). A row that cannot be read, or a ``--teacher`` that does not
+examples}}``, ``preprocess.read_report.announce_skips``). A row that cannot be read, or a ``--teacher`` that does not
 load, ends the command with exit status 2 and one line.
 """
 
@@ -35,7 +35,8 @@ from datasets import Dataset, concatenate_datasets
 from common.cli_errors import ModelError
 from common.stages import write_whole
 from preprocess.pair_batches import pair_batches, save_batches
-from preprocess.readers import POSITIVE_LABELS, DataError, announce_skips, read_pairs
+from preprocess.read_report import announce_skips
+from preprocess.readers import POSITIVE_LABELS, DataError, read_pairs
 from teacher.model import YesNoTeacher, add_teacher_cost_arguments
 
 

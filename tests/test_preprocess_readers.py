@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.schema import EXAMPLE_FEATURES
-from preprocess import readers
+from preprocess import read_report, readers
 from preprocess.readers import DataError, load_read, read_examples, read_pairs, save_read
 
 
@@ -137,13 +137,13 @@ def test_announce_skips_prints_one_line_per_source_and_returns_the_metadata_reco
             {"sentence1": "a", "sentence2": "b", "score": 5}]
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
     _, report = read_pairs(str(path))
-    assert readers.announce_skips(report) == {
+    assert read_report.announce_skips(report) == {
         "rows": 5, "skipped": 3, "reasons": {"identical query and passage": 1, "repeated pair": 2},
         "examples": {"identical query and passage": [f"{path}:3"], "repeated pair": [f"{path}:2", f"{path}:5"]}}
     assert capsys.readouterr().err == (f"{path}: skipped 3 of 5 rows (identical query and passage: 1, repeated pair: "
                                        f"2), e.g. {path}:3, {path}:2\n")
     _, clean = read_pairs(str(write_jsonl(tmp_path / "clean.jsonl", rows[:1])))
-    assert readers.announce_skips(clean) == {"rows": 1, "skipped": 0, "reasons": {}, "examples": {}}
+    assert read_report.announce_skips(clean) == {"rows": 1, "skipped": 0, "reasons": {}, "examples": {}}
     assert capsys.readouterr().err == ""  # nothing skipped, nothing said
 
 

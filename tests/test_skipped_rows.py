@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from preprocess.readers import SKIPPED_FILE
+from preprocess.read_report import SKIPPED_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 FOUR_ROWS = [{"sentence1": "the cat sat", "sentence2": "a cat ran", "score": 4.0},
